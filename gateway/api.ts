@@ -1,0 +1,329 @@
+import { createHash } from 'node:crypto'
+import { Hono } from 'hono'
+import type { Context } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { HTTPException } from 'hono/http-exception'
+import { z } from 'zod'
+import { aclRulesSchema } from './acl.ts'
+import type { Broker } from './broker.ts'
+import { type Quotas, quotaOverridesSchema } from './config.ts'
+import { GATEWAY_ERROR_CODES, GatewayError, type GatewayErrorCode, quote } from './errors.ts'
+import type { Metrics } from './metrics.ts'
+import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
+import type { PasswordHasher } from './password-hasher.ts'
+import { generateSecret } from './password-hasher.ts'
+import type { DeviceRecord, Store, TenantRecord, TokenRecord } from './store.ts'
+
+/** Body of `POST /api/v1/tenants`. */
+export const createTenantSchema = z
+  .object({
+    id: z.string().regex(TENANT_ID_PATTERN, {
+      message: 'must be 1-63 lower-case letters, digits, - or _, starting with a letter or digit',
+    }),
+    quotas: quotaOverridesSchema.optional(),
+  })
+  .strict()
+
+/** Body of `POST /api/v1/tenants/:tenant/devices`. */
+export const createDeviceSchema = z
+  .object({
+    id: z.string().regex(DEVICE_ID_PATTERN, {
+      message: 'must be 1-128 letters, digits, ., :, - or _, starting with a letter or digit',
+    }),
+  })
+  .strict()
+
+/** Body of the ACL endpoints. */
+export const aclBodySchema = z.object({ rules: aclRulesSchema }).strict()
+
+/** What the API needs from the rest of the gateway. */
+export interface ApiOptions {
+  store: Store
+  broker: Broker
+  hasher: PasswordHasher
+  metrics: Metrics
+  /** Quotas of tenants that set none. */
+  defaultQuotas: Quotas
+  maxBodyBytes: number
+}
+
+type Env = { Variables: { token: TokenRecord } }
+
+const STATUS: Record<GatewayErrorCode, 400 | 401 | 403 | 404 | 409 | 413 | 429 | 500> = {
+  invalid_input: 400,
+  invalid_config: 500,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  limit_reached: 429,
+  internal: 500,
+}
+
+/**
+ * The management API (`/api/v1`, bearer tokens), `/healthz` and `/metrics`, as a Hono app that
+ * tests call with `app.request()` and the gateway serves with `@hono/node-server`.
+ */
+export function createApi(options: ApiOptions): Hono<Env> {
+  const { store, broker, hasher, metrics } = options
+  const app = new Hono<Env>()
+
+  // The one place where errors become HTTP responses.
+  app.onError((error, c) => {
+    if (error instanceof GatewayError) {
+      const body: Record<string, string> = { code: error.code, message: error.message }
+      if (error.field !== undefined) body.field = error.field
+      return c.json(body, STATUS[error.code])
+    }
+    if (error instanceof HTTPException && error.status === 413) {
+      return c.json(
+        {
+          code: GATEWAY_ERROR_CODES.limitReached,
+          message: `Cannot accept the request as its body exceeds ${options.maxBodyBytes} bytes`,
+        },
+        413,
+      )
+    }
+    return c.json(
+      { code: GATEWAY_ERROR_CODES.internal, message: 'Cannot complete the request as the gateway failed' },
+      500,
+    )
+  })
+  app.notFound((c) =>
+    c.json(
+      {
+        code: GATEWAY_ERROR_CODES.notFound,
+        message: `Cannot find ${c.req.method} ${quote(c.req.path, 200)}`,
+      },
+      404,
+    ),
+  )
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }))
+  app.get('/metrics', async (c) => {
+    return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType })
+  })
+
+  const api = new Hono<Env>()
+  api.use('*', bodyLimit({ maxSize: options.maxBodyBytes }))
+  api.use('*', async (c, next) => {
+    const header = c.req.header('authorization') ?? ''
+    const match = /^Bearer\s+(\S+)$/i.exec(header)
+    const token = match?.[1] === undefined ? undefined : store.findToken(hashToken(match[1]))
+    if (token === undefined) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.unauthorized,
+        'Cannot authorize the request as its bearer token is missing or wrong',
+      )
+    }
+    c.set('token', token)
+    await next()
+    c.header('cache-control', 'no-store')
+  })
+
+  const tenantParam = (c: Context<Env>): string => {
+    const tenantId = c.req.param('tenant') ?? ''
+    const token = c.get('token')
+    if (token.tenantId !== null && token.tenantId !== tenantId) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.forbidden,
+        `Cannot access tenant ${quote(tenantId)} with a token of another tenant`,
+      )
+    }
+    if (store.getTenant(tenantId) === undefined) {
+      throw new GatewayError(GATEWAY_ERROR_CODES.notFound, `Cannot find tenant ${quote(tenantId)}`)
+    }
+    return tenantId
+  }
+  const requireAdmin = (c: Context<Env>): void => {
+    if (c.get('token').tenantId !== null) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.forbidden,
+        'Cannot do this with a tenant token: it needs the admin token',
+      )
+    }
+  }
+  const deviceParam = (c: Context<Env>, tenantId: string): DeviceRecord => {
+    const deviceId = c.req.param('device') ?? ''
+    const device = store.getDevice(tenantId, deviceId)
+    if (device === undefined) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.notFound,
+        `Cannot find device ${quote(deviceId)} in tenant ${quote(tenantId)}`,
+      )
+    }
+    return device
+  }
+
+  const effectiveQuotas = (tenant: TenantRecord): Quotas =>
+    ({ ...options.defaultQuotas, ...tenant.quotaOverrides }) as Quotas
+  const tenantView = (tenant: TenantRecord) => ({
+    id: tenant.id,
+    createdAt: new Date(tenant.createdAt).toISOString(),
+    quotas: effectiveQuotas(tenant),
+    quotaOverrides: tenant.quotaOverrides,
+    connections: broker.connections(tenant.id),
+  })
+  const deviceView = (device: DeviceRecord, online: Map<string, number>) => ({
+    id: device.deviceId,
+    tenant: device.tenantId,
+    username: `${device.deviceId}@${device.tenantId}`,
+    createdAt: new Date(device.createdAt).toISOString(),
+    rotatedAt: device.rotatedAt === null ? null : new Date(device.rotatedAt).toISOString(),
+    lastSeenAt: device.lastSeenAt === null ? null : new Date(device.lastSeenAt).toISOString(),
+    connections: online.get(device.deviceId) ?? 0,
+  })
+
+  api.get('/tenants', (c) => {
+    const token = c.get('token')
+    const tenants = store
+      .listTenants()
+      .filter((tenant) => token.tenantId === null || tenant.id === token.tenantId)
+    return c.json({ tenants: tenants.map(tenantView) })
+  })
+  api.post('/tenants', async (c) => {
+    requireAdmin(c)
+    const body = await parseBody(c, createTenantSchema)
+    const tenant = store.createTenant(body.id, definedOnly(body.quotas ?? {}))
+    broker.reloadTenant(tenant.id)
+    return c.json({ tenant: tenantView(tenant) }, 201)
+  })
+  api.get('/tenants/:tenant', (c) => {
+    const tenantId = tenantParam(c)
+    return c.json({ tenant: tenantView(store.getTenant(tenantId) as TenantRecord) })
+  })
+  api.delete('/tenants/:tenant', (c) => {
+    requireAdmin(c)
+    const tenantId = tenantParam(c)
+    store.deleteTenant(tenantId)
+    broker.removeTenant(tenantId)
+    return c.body(null, 204)
+  })
+
+  api.get('/tenants/:tenant/quotas', (c) => {
+    const tenant = store.getTenant(tenantParam(c)) as TenantRecord
+    return c.json({ quotas: effectiveQuotas(tenant), quotaOverrides: tenant.quotaOverrides })
+  })
+  api.put('/tenants/:tenant/quotas', async (c) => {
+    requireAdmin(c)
+    const tenantId = tenantParam(c)
+    const overrides = definedOnly(await parseBody(c, quotaOverridesSchema))
+    const tenant = store.setQuotaOverrides(tenantId, overrides)
+    broker.reloadTenant(tenantId)
+    return c.json({ quotas: effectiveQuotas(tenant), quotaOverrides: tenant.quotaOverrides })
+  })
+
+  api.get('/tenants/:tenant/acl', (c) => c.json({ rules: store.listAclRules(tenantParam(c), null) }))
+  api.put('/tenants/:tenant/acl', async (c) => {
+    const tenantId = tenantParam(c)
+    const body = await parseBody(c, aclBodySchema)
+    store.replaceAclRules(tenantId, null, body.rules)
+    broker.reloadTenant(tenantId)
+    return c.json({ rules: store.listAclRules(tenantId, null) })
+  })
+
+  api.get('/tenants/:tenant/devices', (c) => {
+    const tenantId = tenantParam(c)
+    const online = broker.onlineDevices(tenantId)
+    return c.json({ devices: store.listDevices(tenantId).map((device) => deviceView(device, online)) })
+  })
+  api.post('/tenants/:tenant/devices', async (c) => {
+    const tenantId = tenantParam(c)
+    const body = await parseBody(c, createDeviceSchema)
+    if (store.getDevice(tenantId, body.id) !== undefined) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.conflict,
+        `Cannot add device ${quote(body.id)} to tenant ${quote(tenantId)} as it exists`,
+      )
+    }
+    const secret = generateSecret()
+    const device = store.createDevice(tenantId, body.id, await hasher.hash(secret))
+    return c.json(
+      { device: deviceView(device, new Map()), username: `${device.deviceId}@${tenantId}`, secret },
+      201,
+    )
+  })
+  api.get('/tenants/:tenant/devices/:device', (c) => {
+    const tenantId = tenantParam(c)
+    return c.json({ device: deviceView(deviceParam(c, tenantId), broker.onlineDevices(tenantId)) })
+  })
+  api.delete('/tenants/:tenant/devices/:device', (c) => {
+    const tenantId = tenantParam(c)
+    const device = deviceParam(c, tenantId)
+    store.deleteDevice(tenantId, device.deviceId)
+    broker.disconnectDevice(tenantId, device.deviceId)
+    return c.body(null, 204)
+  })
+  api.post('/tenants/:tenant/devices/:device/rotate', async (c) => {
+    const tenantId = tenantParam(c)
+    const device = deviceParam(c, tenantId)
+    const secret = generateSecret()
+    const updated = store.setDeviceSecret(tenantId, device.deviceId, await hasher.hash(secret))
+    // Sessions signed in with the old secret end now; the device reconnects with the new one.
+    broker.disconnectDevice(tenantId, device.deviceId)
+    return c.json({
+      device: deviceView(updated, new Map()),
+      username: `${device.deviceId}@${tenantId}`,
+      secret,
+    })
+  })
+  api.get('/tenants/:tenant/devices/:device/acl', (c) => {
+    const tenantId = tenantParam(c)
+    const device = deviceParam(c, tenantId)
+    return c.json({ rules: store.listAclRules(tenantId, device.deviceId) })
+  })
+  api.put('/tenants/:tenant/devices/:device/acl', async (c) => {
+    const tenantId = tenantParam(c)
+    const device = deviceParam(c, tenantId)
+    const body = await parseBody(c, aclBodySchema)
+    store.replaceAclRules(tenantId, device.deviceId, body.rules)
+    broker.reloadTenant(tenantId)
+    return c.json({ rules: store.listAclRules(tenantId, device.deviceId) })
+  })
+
+  app.route('/api/v1', api)
+  return app
+}
+
+/** Parses a JSON body with `schema`; a bad body becomes `invalid_input` naming the field. */
+async function parseBody<T extends z.ZodType>(c: Context<Env>, schema: T): Promise<z.output<T>> {
+  let value: unknown
+  try {
+    value = await c.req.json()
+  } catch (cause) {
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidInput,
+      'Cannot read the request body as it is not valid JSON',
+      { cause },
+    )
+  }
+  const result = schema.safeParse(value)
+  if (!result.success) {
+    const issue = result.error.issues[0]
+    const field = issue === undefined || issue.path.length === 0 ? '(body)' : issue.path.map(String).join('.')
+    const reason =
+      issue?.code === 'unrecognized_keys'
+        ? `unknown key ${issue.keys.map((key) => quote(key)).join(', ')}`
+        : (issue?.message ?? 'invalid')
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidInput,
+      `Cannot accept the request as '${field}' is invalid: ${reason}`,
+      {
+        field,
+      },
+    )
+  }
+  return result.data
+}
+
+function definedOnly(values: Record<string, number | undefined>): Record<string, number> {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Record<
+    string,
+    number
+  >
+}
+
+/** The SHA-256 of an API token as stored: tokens are random, so a fast hash is enough. */
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex')
+}

@@ -1,0 +1,588 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { type AddressInfo, createServer, type Server } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from 'aedes'
+import type { Logger } from 'pino'
+import { createWebSocketStream, WebSocketServer } from 'ws'
+import { type Acl, compileAcl } from './acl.ts'
+import { type AuthThrottle, createAuthThrottle } from './auth-throttle.ts'
+import type { SqlitePersistence } from './broker-persistence.ts'
+import type { GatewayConfig, Quotas } from './config.ts'
+import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
+import type { ConnectRefusal, DropReason, Metrics, TenantCounters } from './metrics.ts'
+import { installPacketGuard } from './packet-guard.ts'
+import type { PasswordHasher } from './password-hasher.ts'
+import type { AclRuleRecord, Store } from './store.ts'
+import { filterCovers } from './topic-filter.ts'
+
+/**
+ * Topic a refused QoS 0 or ACL-denied publish is routed to: MQTT 3.1.1 has no negative ack, and a
+ * server that does not authorize a PUBLISH "MUST either make a positive acknowledgement ... or close
+ * the Network Connection" [MQTT-3.3.5-2]. Nothing subscribes to it; `$` keeps it out of `#`.
+ */
+export const DROPPED_TOPIC = '$taureau/dropped'
+
+/** Options of {@link createBroker}. */
+export interface BrokerOptions {
+  store: Store
+  persistence: SqlitePersistence
+  hasher: PasswordHasher
+  metrics: Metrics
+  logger: Logger
+  config: Pick<GatewayConfig, 'mqtt' | 'auth' | 'tenantDefaults'>
+  /** Longest a QoS 1/2 publish over the tenant's rate waits for a token before the device is disconnected. */
+  maxThrottleWaitMs?: number
+  now?: () => number
+}
+
+/** Where the broker listens. */
+export interface BrokerAddress {
+  mqttPort: number
+  wsPort: number
+}
+
+/**
+ * The multi-tenant MQTT broker: aedes with authentication of `DEVICE@TENANT`, tenant mounting of
+ * topics and client ids, ACLs, quotas and strict packet checks, on MQTT/TCP and MQTT/WebSocket.
+ */
+export interface Broker {
+  readonly aedes: Aedes
+  listen(host: string, mqttPort: number, wsPort: number): Promise<BrokerAddress>
+  /** Re-reads a tenant's quotas and ACL rules after a change through the API. */
+  reloadTenant(tenantId: string): void
+  /** Disconnects a deleted tenant's devices and erases its sessions and retained messages. */
+  removeTenant(tenantId: string): void
+  /** Disconnects the connections of one device (after its removal or secret rotation). */
+  disconnectDevice(tenantId: string, deviceId: string): void
+  /** Connections open per tenant. */
+  connections(tenantId: string): number
+  /** Connections open per device of a tenant. */
+  onlineDevices(tenantId: string): Map<string, number>
+  close(): Promise<void>
+}
+
+interface TenantState {
+  id: string
+  prefix: string
+  quotas: Quotas & { burstMessages: number }
+  rules: AclRuleRecord[]
+  tokens: number
+  refilledAt: number
+  clients: Set<Client>
+  counters: TenantCounters
+}
+
+interface Pending {
+  tenantId: string | null
+  deviceId: string
+  anonymous: boolean
+  /** CONNACK return code to refuse with, decided before authentication. */
+  rejectCode: number
+  rejectReason: ConnectRefusal | null
+  willTopic: string | null
+}
+
+interface Session {
+  tenant: TenantState
+  deviceId: string
+  anonymous: boolean
+  acl: Acl | null
+}
+
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
+
+// Per-connection state lives on aedes' Client under symbols: the hooks run per message and a
+// property read is cheaper than a WeakMap lookup.
+const SESSION = Symbol('taureau.session')
+const PENDING = Symbol('taureau.pending')
+const ADDRESS = Symbol('taureau.address')
+/** aedes' Client with the internals the gateway reads (aedes 1.2, lib/client.js) and its own state. */
+type GatewayClient = Client & {
+  will: PublishPacket | null
+  subscriptions: Record<string, { qos: number }>
+  _parser: Parameters<typeof installPacketGuard>[0]
+  [SESSION]?: Session
+  [PENDING]?: Pending
+  [ADDRESS]?: string
+}
+
+class ConnectError extends Error {
+  override readonly name = 'ConnectError'
+  constructor(
+    message: string,
+    readonly returnCode: number,
+  ) {
+    super(message)
+  }
+}
+
+/** Creates the broker; call `listen()` to accept connections. */
+export async function createBroker(options: BrokerOptions): Promise<Broker> {
+  const { store, hasher, metrics, logger, config } = options
+  const now = options.now ?? Date.now
+  const maxThrottleWaitMs = options.maxThrottleWaitMs ?? 1000
+  const throttle: AuthThrottle = createAuthThrottle({
+    freeFailures: config.auth.freeFailures,
+    maxDelayMs: config.auth.maxDelayMs,
+    now,
+  })
+  // A hash of a secret nobody has, verified when the device does not exist, so that a missing device
+  // takes as long to refuse as a wrong secret (no device enumeration by timing).
+  const dummyHash = hasher.hash(randomUUID())
+  dummyHash.catch(() => {}) // a hasher closed before it finished; verify() reports that failure
+  const tenants = new Map<string, TenantState>()
+
+  const loadTenant = (tenantId: string): TenantState | undefined => {
+    const record = store.getTenant(tenantId)
+    if (record === undefined) return undefined
+    const quotas = { ...config.tenantDefaults.quotas, ...record.quotaOverrides } as Quotas
+    const existing = tenants.get(tenantId)
+    const state: TenantState = existing ?? {
+      id: tenantId,
+      prefix: `${tenantId}/`,
+      quotas: { ...quotas, burstMessages: 0 },
+      rules: [],
+      tokens: 0,
+      refilledAt: now(),
+      clients: new Set(),
+      counters: metrics.tenant(tenantId),
+    }
+    state.quotas = { ...quotas, burstMessages: quotas.burstMessages ?? quotas.maxMessagesPerSec }
+    if (existing === undefined) state.tokens = state.quotas.burstMessages
+    state.rules = store.listAclRules(tenantId, null)
+    tenants.set(tenantId, state)
+    return state
+  }
+  for (const tenant of store.listTenants()) loadTenant(tenant.id)
+  const tenantState = (tenantId: string): TenantState | undefined =>
+    tenants.get(tenantId) ?? loadTenant(tenantId)
+
+  const refuse = (reason: ConnectRefusal, returnCode: number, message: string): ConnectError => {
+    metrics.authFailure(reason)
+    return new ConnectError(message, returnCode)
+  }
+
+  const aedes = await Aedes.createBroker({
+    persistence: options.persistence,
+    connectTimeout: config.mqtt.connectTimeoutSec * 1000,
+    queueLimit: config.mqtt.queueLimit,
+    // Client ids are stored mounted (`tenant/id`); the 23-character limit of MQTT 3.1 is checked
+    // on the device's own id in preConnect instead.
+    maxClientsIdLength: 65_535 + 64,
+
+    preConnect(client: GatewayClient, packet, callback) {
+      const pending = identify(packet.username, config.mqtt.anonymousTenant)
+      const rawId = packet.clientId ?? ''
+      if (rawId === '' && packet.clean === false) {
+        // [MQTT-3.1.3-8]: a zero-byte client id needs clean session; CONNACK 0x02 then close.
+        pending.rejectCode = 2
+        pending.rejectReason = 'client_id'
+      } else if (packet.protocolVersion === 3 && rawId.length > 23) {
+        pending.rejectCode = 2
+        pending.rejectReason = 'client_id'
+      }
+      if (pending.tenantId !== null) {
+        const prefix = `${pending.tenantId}/`
+        // Client ids are per tenant: two tenants may both use 'sensor-1' without taking over each other.
+        packet.clientId = prefix + (rawId === '' ? `auto-${randomUUID()}` : rawId)
+        if (packet.will) {
+          pending.willTopic = packet.will.topic
+          packet.will.topic = prefix + packet.will.topic
+        }
+      }
+      client[PENDING] = pending
+      callback(null, true)
+    },
+
+    authenticate(client: GatewayClient, _username, password, callback) {
+      const pending = client[PENDING]
+      if (pending === undefined || pending.tenantId === null || pending.rejectCode !== 0) {
+        const code = pending?.rejectCode || 5
+        callback(
+          refuse(
+            pending?.rejectReason ?? 'bad_credentials',
+            code,
+            'Cannot connect as the client is not authorized',
+          ),
+          false,
+        )
+        return
+      }
+      const address = client[ADDRESS] ?? 'unknown'
+      const check = (): void => {
+        verify(pending, password).then(
+          (ok) => {
+            if (client.closed) return
+            if (!ok) {
+              throttle.recordFailure(address)
+              logger.info({ address, username: _username }, 'refused CONNECT with bad credentials')
+              callback(refuse('bad_credentials', 5, 'Cannot connect as the credentials are wrong'), false)
+              return
+            }
+            throttle.recordSuccess(address)
+            const tenant = tenantState(pending.tenantId as string)
+            if (tenant === undefined) {
+              callback(refuse('bad_credentials', 5, 'Cannot connect as the tenant is gone'), false)
+              return
+            }
+            // A reconnect with the same client id takes the old connection over, so it does not count.
+            const replaced = (aedes as unknown as { clients: Record<string, Client> }).clients[client.id]
+            const open =
+              tenant.clients.size - (replaced !== undefined && tenant.clients.has(replaced) ? 1 : 0)
+            if (open >= tenant.quotas.maxConnections) {
+              logger.warn(
+                { tenant: tenant.id, device: pending.deviceId },
+                'refused CONNECT over the connection quota',
+              )
+              callback(
+                refuse(
+                  'connection_quota',
+                  3,
+                  `Cannot connect as tenant '${tenant.id}' is at its connection quota`,
+                ),
+                false,
+              )
+              return
+            }
+            const acl = compileAcl(
+              pending.anonymous ? [] : store.listAclRules(tenant.id, pending.deviceId),
+              tenant.rules,
+            )
+            if (pending.willTopic !== null && !willAllowed(pending.willTopic, acl)) {
+              callback(refuse('will_denied', 5, 'Cannot connect as the will topic is not allowed'), false)
+              return
+            }
+            client[SESSION] = { tenant, deviceId: pending.deviceId, anonymous: pending.anonymous, acl }
+            tenant.clients.add(client)
+            tenant.counters.connections = tenant.clients.size
+            if (!pending.anonymous) store.markDeviceSeen(tenant.id, pending.deviceId)
+            client.conn.once('close', () => {
+              tenant.clients.delete(client)
+              tenant.counters.connections = tenant.clients.size
+              if (!pending.anonymous && tenants.get(tenant.id) === tenant) {
+                store.markDeviceSeen(tenant.id, pending.deviceId)
+              }
+            })
+            callback(null, true)
+          },
+          (error: unknown) => {
+            logger.warn({ err: error }, 'could not verify a device secret')
+            callback(
+              refuse('busy', 3, 'Cannot connect as the gateway is busy verifying other devices'),
+              false,
+            )
+          },
+        )
+      }
+      const delayMs = throttle.delayFor(address)
+      if (delayMs > 0) setTimeout(check, delayMs)
+      else check()
+    },
+
+    authorizePublish(client: GatewayClient | null, packet: PublishPacket, callback) {
+      // A will: its topic was mounted and checked at CONNECT. A null client is a will left by an
+      // earlier run, published by aedes on start; it was mounted when it was stored.
+      if (client === null || packet === client.will) {
+        callback(null)
+        return
+      }
+      const session = client[SESSION]
+      if (session === undefined) {
+        callback(new Error('Cannot publish as the client is not signed in'))
+        return
+      }
+      const tenant = session.tenant
+      const topic = packet.topic
+      const bytes = packet.payload.length
+      if (bytes > tenant.quotas.maxPayloadBytes) {
+        drop(client, packet, tenant, 'payload_size', callback)
+        return
+      }
+      if (topic.charCodeAt(0) === 36 /* $ */) {
+        drop(client, packet, tenant, 'reserved_topic', callback)
+        return
+      }
+      if (session.acl !== null && !session.acl.publish(topic)) {
+        drop(client, packet, tenant, 'acl', callback)
+        return
+      }
+      const waitMs = takeToken(tenant, packet.qos)
+      if (waitMs < 0) {
+        drop(client, packet, tenant, 'rate', callback)
+        return
+      }
+      packet.topic = tenant.prefix + topic
+      tenant.counters.messagesIn++
+      tenant.counters.bytesIn += bytes
+      if (waitMs === 0) callback(null)
+      else setTimeout(callback, waitMs, null)
+    },
+
+    authorizeSubscribe(client: GatewayClient, sub: Subscription, callback) {
+      const session = client[SESSION]
+      if (session === undefined) {
+        callback(new Error('Cannot subscribe as the client is not signed in'), null)
+        return
+      }
+      const prefix = session.tenant.prefix
+      if (!client.connected) {
+        // Restoring a persistent session: the stored filter is mounted already. Check it again,
+        // as the rules may have changed while the device was away.
+        const relative = sub.topic.startsWith(prefix) ? sub.topic.slice(prefix.length) : null
+        const allowed = relative !== null && (session.acl === null || session.acl.subscribe(relative))
+        callback(null, allowed ? sub : null)
+        return
+      }
+      const denied =
+        sub.topic.charCodeAt(0) === 36 /* $ */ || (session.acl !== null && !session.acl.subscribe(sub.topic))
+      // Mount even a refused filter: aedes stores the whole SUBSCRIBE of a persistent session as
+      // sent, refused entries included, so an unmounted one would match other tenants' topics in the
+      // offline queue. A refused entry is stored at QoS 0 (queues nothing) and refused again on restore.
+      sub.topic = prefix + sub.topic
+      if (denied) {
+        sub.qos = 0
+        callback(null, null) // SUBACK 0x80
+        return
+      }
+      callback(null, sub)
+    },
+
+    authorizeForward(client: GatewayClient, packet: AedesPublishPacket) {
+      const session = client[SESSION]
+      if (session === undefined) return null
+      const prefix = session.tenant.prefix
+      const topic = packet.topic
+      if (!topic.startsWith(prefix)) return null
+      const relative = topic.slice(prefix.length)
+      if (session.acl !== null && !session.acl.deliver(relative)) return null
+      if (packet.qos > 0) packet.qos = grantedQos(client, topic, packet.qos) as typeof packet.qos
+      // aedes hands this hook a packet of this delivery alone (a copy per subscription, per
+      // retained message or per queued message), so it can be rewritten in place.
+      packet.topic = relative
+      session.tenant.counters.messagesOut++
+      session.tenant.counters.bytesOut += packet.payload.length
+      return packet
+    },
+  } as ConstructorParameters<typeof Aedes>[0])
+
+  aedes.on('clientError', (client: Client, error: Error) => {
+    logger.debug({ client: client.id, err: error.message }, 'client error')
+  })
+  aedes.on('connectionError', (_client: Client, error: Error) => {
+    logger.debug({ err: error.message }, 'connection error')
+  })
+
+  async function verify(pending: Pending, password: Buffer | undefined): Promise<boolean> {
+    const tenantId = pending.tenantId as string
+    if (pending.anonymous) return tenantState(tenantId) !== undefined
+    const device = tenants.has(tenantId) ? store.getDevice(tenantId, pending.deviceId) : undefined
+    const secret = password === undefined ? '' : password.toString('utf8')
+    const ok = await hasher.verify(device?.secretHash ?? (await dummyHash), secret)
+    return ok && device !== undefined && password !== undefined
+  }
+
+  function willAllowed(topic: string, acl: Acl | null): boolean {
+    return topic.charCodeAt(0) !== 36 && (acl === null || acl.publish(topic))
+  }
+
+  function takeToken(tenant: TenantState, qos: number): number {
+    const at = now()
+    const rate = tenant.quotas.maxMessagesPerSec
+    tenant.tokens = Math.min(
+      tenant.quotas.burstMessages,
+      tenant.tokens + ((at - tenant.refilledAt) * rate) / 1000,
+    )
+    tenant.refilledAt = at
+    if (tenant.tokens >= 1) {
+      tenant.tokens -= 1
+      return 0
+    }
+    // QoS 0 may be dropped; a QoS 1/2 publish waits for its token (the socket is not read meanwhile,
+    // so the device is slowed by TCP back-pressure), up to a bound.
+    if (qos === 0) return -1
+    const waitMs = ((1 - tenant.tokens) * 1000) / rate
+    if (waitMs > maxThrottleWaitMs) return -1
+    tenant.tokens -= 1
+    return Math.ceil(waitMs)
+  }
+
+  function drop(
+    client: GatewayClient,
+    packet: PublishPacket,
+    tenant: TenantState,
+    reason: DropReason,
+    callback: (error: Error | null) => void,
+  ): void {
+    tenant.counters.drops[reason]++
+    const session = client[SESSION]
+    logger.debug(
+      { tenant: tenant.id, device: session?.deviceId, topic: packet.topic, reason },
+      'dropped a publish',
+    )
+    if (packet.qos > 0 && (reason === 'rate' || reason === 'payload_size')) {
+      // Never acknowledge what a quota refused: a device that saw PUBACK trusts the message is
+      // delivered. Closing without an ack makes it resend after reconnecting.
+      callback(new Error(`Cannot accept the publish as it is over tenant '${tenant.id}' quota (${reason})`))
+      return
+    }
+    packet.topic = DROPPED_TOPIC
+    packet.retain = false
+    callback(null)
+  }
+
+  // aedes caps QoS only for an exact-topic subscription; compute the largest QoS granted by any of
+  // this client's matching subscriptions (MQTT 3.1.1 section 3.8.4: min(published, granted)).
+  function grantedQos(client: GatewayClient, topic: string, qos: number): number {
+    const subscriptions = client.subscriptions
+    const exact = subscriptions[topic]
+    let granted = exact === undefined ? -1 : exact.qos
+    if (granted < qos) {
+      for (const filter in subscriptions) {
+        const sub = subscriptions[filter] as { qos: number }
+        if (sub.qos > granted && filterCovers(filter, topic)) granted = sub.qos
+      }
+    }
+    return granted < 0 ? qos : Math.min(qos, granted)
+  }
+
+  const servers: Array<Server | WebSocketServer> = []
+
+  function handle(stream: Duplex, address: string, req?: IncomingMessage): void {
+    const client = aedes.handle(stream, req as IncomingMessage) as GatewayClient
+    client[ADDRESS] = address
+    installPacketGuard(client._parser, {
+      maxRemainingLengthBytes: config.mqtt.maxPacketBytes,
+      // [MQTT-3.1.2-2]: an unsupported protocol level gets CONNACK 0x01 before the close.
+      onUnsupportedProtocolLevel: () => {
+        stream.write(CONNACK_UNACCEPTABLE_PROTOCOL)
+      },
+      onViolation: (reason) => {
+        metrics.protocolViolation()
+        logger.debug({ address, reason }, 'closed a connection for a protocol violation')
+      },
+      onPacket: (packet) => {
+        // UNSUBSCRIBE has no aedes hook: mount its filters here, with the tenant named at CONNECT.
+        if (packet.cmd === 'unsubscribe') {
+          const tenantId = client[PENDING]?.tenantId
+          const prefix = tenantId === null || tenantId === undefined ? '\u0000/' : `${tenantId}/`
+          packet.unsubscriptions = packet.unsubscriptions.map((filter: string) => prefix + filter)
+        }
+      },
+    })
+  }
+
+  const broker: Broker = {
+    aedes,
+    async listen(host, mqttPort, wsPort) {
+      const tcp = createServer((socket) => {
+        socket.setNoDelay(true)
+        handle(socket, socket.remoteAddress ?? 'unknown')
+      })
+      servers.push(tcp)
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject)
+        tcp.listen(mqttPort, host, () => {
+          tcp.off('error', reject)
+          resolve()
+        })
+      })
+      const ws = new WebSocketServer({
+        host,
+        port: wsPort,
+        maxPayload: 64 * 1024 * 1024,
+        // MQTT over WebSocket uses the 'mqtt' subprotocol (MQTT 3.1.1 section 6).
+        handleProtocols: (protocols) =>
+          protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
+      })
+      servers.push(ws)
+      await new Promise<void>((resolve, reject) => {
+        ws.once('error', reject)
+        ws.once('listening', () => {
+          ws.off('error', reject)
+          resolve()
+        })
+      })
+      ws.on('connection', (socket, req) => {
+        const stream = createWebSocketStream(socket)
+        stream.on('error', () => socket.terminate())
+        handle(stream, req.socket.remoteAddress ?? 'unknown', req)
+      })
+      return { mqttPort: (tcp.address() as AddressInfo).port, wsPort: (ws.address() as AddressInfo).port }
+    },
+    reloadTenant(tenantId) {
+      const tenant = loadTenant(tenantId)
+      if (tenant === undefined) return
+      for (const client of tenant.clients as Set<GatewayClient>) {
+        const session = client[SESSION]
+        if (session === undefined) continue
+        session.acl = compileAcl(
+          session.anonymous ? [] : store.listAclRules(tenantId, session.deviceId),
+          tenant.rules,
+        )
+      }
+    },
+    removeTenant(tenantId) {
+      const tenant = tenants.get(tenantId)
+      tenants.delete(tenantId)
+      if (tenant !== undefined) for (const client of tenant.clients) client.close()
+      options.persistence.deleteClientsWithPrefix(`${tenantId}/`)
+      metrics.removeTenant(tenantId)
+    },
+    disconnectDevice(tenantId, deviceId) {
+      const tenant = tenants.get(tenantId)
+      if (tenant === undefined) return
+      for (const client of tenant.clients as Set<GatewayClient>) {
+        if (client[SESSION]?.deviceId === deviceId) client.close()
+      }
+    },
+    connections: (tenantId) => tenants.get(tenantId)?.clients.size ?? 0,
+    onlineDevices(tenantId) {
+      const online = new Map<string, number>()
+      for (const client of (tenants.get(tenantId)?.clients ?? []) as Iterable<GatewayClient>) {
+        const deviceId = client[SESSION]?.deviceId
+        if (deviceId !== undefined) online.set(deviceId, (online.get(deviceId) ?? 0) + 1)
+      }
+      return online
+    },
+    async close() {
+      // Stop accepting first; a server's close callback waits for its open connections, which
+      // end only when aedes closes its clients, so the callbacks are awaited after that.
+      const stopped = servers.map(
+        (server) =>
+          new Promise<void>((resolve) => (server as { close(cb: () => void): void }).close(() => resolve())),
+      )
+      await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      await Promise.all(stopped)
+    },
+  }
+  return broker
+}
+
+/** Reads `DEVICE@TENANT` (split at the last `@`), or the anonymous tenant for a client without a username. */
+function identify(username: string | undefined, anonymousTenant: string | null): Pending {
+  const pending: Pending = {
+    tenantId: null,
+    deviceId: '',
+    anonymous: false,
+    rejectCode: 0,
+    rejectReason: null,
+    willTopic: null,
+  }
+  if (username === undefined) {
+    if (anonymousTenant !== null) {
+      pending.tenantId = anonymousTenant
+      pending.deviceId = 'anonymous'
+      pending.anonymous = true
+    }
+    return pending
+  }
+  const at = username.lastIndexOf('@')
+  const tenantId = username.slice(at + 1)
+  const deviceId = username.slice(0, at)
+  // A malformed username names no tenant, so nothing is mounted under it and authentication fails.
+  if (at <= 0 || !TENANT_ID_PATTERN.test(tenantId) || !DEVICE_ID_PATTERN.test(deviceId)) return pending
+  pending.deviceId = deviceId
+  pending.tenantId = tenantId
+  return pending
+}

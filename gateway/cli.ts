@@ -1,0 +1,222 @@
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { type ApiTarget, ApiError, callApi, resolveApiTarget } from './api-client.ts'
+import { loadConfig, type ConfigLayer } from './config.ts'
+import { GatewayError } from './errors.ts'
+import { createGateway } from './gateway.ts'
+
+const program = new Command()
+program
+  .name('taureau')
+  .description('Taureau edge serverless gateway: MQTT broker, tenant functions, private uplink')
+  .showHelpAfterError()
+
+const portArg = (value: string): number => {
+  if (!/^\d+$/.test(value) || Number(value) > 65_535)
+    throw new InvalidArgumentError('must be a port number 0-65535')
+  return Number(value)
+}
+const countArg = (value: string): number => {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number')
+  return Number(value)
+}
+
+program
+  .command('gateway')
+  .description('run the gateway: MQTT broker (TCP and WebSocket) and the HTTP API')
+  .option('--data <dir>', 'data directory (env TAUREAU_DATA; default .taureau)')
+  .option('--config <file>', 'YAML config file (env TAUREAU_CONFIG)')
+  .option('--host <address>', 'address to listen on (env TAUREAU_HOST; default 0.0.0.0)')
+  .option('--mqtt-port <port>', 'MQTT/TCP port, 0 for any (env TAUREAU_MQTT_PORT; default 1883)', portArg)
+  .option('--ws-port <port>', 'MQTT/WebSocket port, 0 for any (env TAUREAU_WS_PORT; default 8083)', portArg)
+  .option('--http-port <port>', 'API and UI port, 0 for any (env TAUREAU_HTTP_PORT; default 8080)', portArg)
+  .option('--anonymous-tenant <tenant>', 'put clients without credentials in this tenant (development only)')
+  .addOption(
+    new Option('--log-level <level>', 'log level (env TAUREAU_LOG_LEVEL)').choices([
+      'fatal',
+      'error',
+      'warn',
+      'info',
+      'debug',
+      'trace',
+      'silent',
+    ]),
+  )
+  .action(async (flags: Record<string, string | number | undefined>) => {
+    const layer: ConfigLayer = {
+      data: flags.data,
+      host: flags.host,
+      mqtt: { port: flags.mqttPort, wsPort: flags.wsPort, anonymousTenant: flags.anonymousTenant },
+      http: { port: flags.httpPort },
+      log: { level: flags.logLevel },
+    }
+    const config = loadConfig({ file: flags.config as string | undefined, flags: layer })
+    const gateway = await createGateway({ config })
+    const { host, mqttPort, wsPort, httpUrl } = gateway.addresses
+    console.log(
+      `taureau gateway listening on mqtt://${host}:${mqttPort} and ws://${host}:${wsPort}/mqtt; API and UI at ${httpUrl} (data ${config.data}, admin token in ${config.data}/admin-token)`,
+    )
+    let stopping = false
+    const stop = (signal: string): void => {
+      if (stopping) {
+        console.error(`taureau: ${signal} again, exiting now`)
+        process.exit(130)
+      }
+      stopping = true
+      gateway.close().then(
+        () => {
+          process.exitCode = 0
+        },
+        (error: unknown) => {
+          console.error(`taureau: shutdown failed: ${(error as Error).message}`)
+          process.exitCode = 1
+        },
+      )
+    }
+    process.once('SIGINT', () => stop('SIGINT'))
+    process.once('SIGTERM', () => stop('SIGTERM'))
+  })
+
+interface ApiFlags {
+  url?: string
+  token?: string
+  data?: string
+  json?: boolean
+}
+
+/** Adds the options every API command shares. */
+function apiCommand(parent: Command, name: string, description: string): Command {
+  return parent
+    .command(name)
+    .description(description)
+    .option('--url <url>', 'API base URL (env TAUREAU_URL; default from DATA/api-url)')
+    .option('--token <token>', 'API token (env TAUREAU_TOKEN; default DATA/admin-token)')
+    .option('--data <dir>', 'gateway data directory to find the URL and token in')
+    .option('--json', 'print machine-readable JSON')
+}
+
+async function run(
+  flags: ApiFlags,
+  call: (target: ApiTarget) => Promise<unknown>,
+  human: (result: unknown) => string,
+) {
+  const target = resolveApiTarget(flags)
+  const result = await call(target)
+  if (flags.json) console.log(JSON.stringify(result ?? { ok: true }, null, 2))
+  else console.log(human(result))
+}
+
+function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
+  if (rows.length === 0) return '(none)'
+  const cells = rows.map((row) => columns.map((column) => String(row[column] ?? '-')))
+  const widths = columns.map((column, i) =>
+    Math.max(column.length, ...cells.map((cell) => (cell[i] as string).length)),
+  )
+  const line = (values: string[]) =>
+    values
+      .map((value, i) => value.padEnd(widths[i] as number))
+      .join('  ')
+      .trimEnd()
+  return [line(columns.map((column) => column.toUpperCase())), ...cells.map(line)].join('\n')
+}
+
+const tenant = program.command('tenant').description('manage tenants')
+apiCommand(tenant, 'add', 'create a tenant')
+  .argument('<tenant>', 'tenant id')
+  .option('--max-connections <n>', 'connections at once', countArg)
+  .option('--max-messages-per-sec <n>', 'publishes per second', countArg)
+  .option('--max-payload-bytes <n>', 'largest payload', countArg)
+  .action((tenantId: string, flags: ApiFlags & Record<string, number | undefined>) => {
+    const quotas = Object.fromEntries(
+      Object.entries({
+        maxConnections: flags.maxConnections,
+        maxMessagesPerSec: flags.maxMessagesPerSec,
+        maxPayloadBytes: flags.maxPayloadBytes,
+      }).filter(([, value]) => value !== undefined),
+    )
+    return run(
+      flags,
+      (target) => callApi(target, 'POST', '/tenants', { id: tenantId, quotas }),
+      () => `created tenant ${tenantId}`,
+    )
+  })
+apiCommand(tenant, 'list', 'list tenants').action((flags: ApiFlags) =>
+  run(
+    flags,
+    (target) => callApi(target, 'GET', '/tenants'),
+    (result) => {
+      const tenants = (
+        result as { tenants: Array<Record<string, unknown> & { quotas: Record<string, number> }> }
+      ).tenants
+      return table(
+        tenants.map((t) => ({ ...t, ...t.quotas })),
+        ['id', 'connections', 'maxConnections', 'maxMessagesPerSec', 'maxPayloadBytes', 'createdAt'],
+      )
+    },
+  ),
+)
+apiCommand(tenant, 'remove', 'delete a tenant with its devices, sessions and retained messages')
+  .argument('<tenant>', 'tenant id')
+  .action((tenantId: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'DELETE', `/tenants/${encodeURIComponent(tenantId)}`),
+      () => `removed tenant ${tenantId}`,
+    ),
+  )
+
+const device = program.command('device').description("manage a tenant's devices")
+const devicePath = (tenantId: string, deviceId = '') =>
+  `/tenants/${encodeURIComponent(tenantId)}/devices${deviceId === '' ? '' : `/${encodeURIComponent(deviceId)}`}`
+const credentials = (result: unknown): string => {
+  const { username, secret } = result as { username: string; secret: string }
+  return `username: ${username}\nsecret:   ${secret}\n(the secret is shown only now; store it on the device)`
+}
+apiCommand(device, 'add', 'add a device; prints its username and secret once')
+  .argument('<tenant>', 'tenant id')
+  .argument('<device>', 'device id')
+  .action((tenantId: string, deviceId: string, flags: ApiFlags) =>
+    run(flags, (target) => callApi(target, 'POST', devicePath(tenantId), { id: deviceId }), credentials),
+  )
+apiCommand(device, 'list', "list a tenant's devices")
+  .argument('<tenant>', 'tenant id')
+  .action((tenantId: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'GET', devicePath(tenantId)),
+      (result) =>
+        table((result as { devices: Array<Record<string, unknown>> }).devices, [
+          'id',
+          'username',
+          'connections',
+          'lastSeenAt',
+          'createdAt',
+        ]),
+    ),
+  )
+apiCommand(device, 'remove', 'remove a device and disconnect it')
+  .argument('<tenant>', 'tenant id')
+  .argument('<device>', 'device id')
+  .action((tenantId: string, deviceId: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'DELETE', devicePath(tenantId, deviceId)),
+      () => `removed device ${deviceId}`,
+    ),
+  )
+apiCommand(device, 'rotate', 'give a device a new secret; its connections close')
+  .argument('<tenant>', 'tenant id')
+  .argument('<device>', 'device id')
+  .action((tenantId: string, deviceId: string, flags: ApiFlags) =>
+    run(flags, (target) => callApi(target, 'POST', `${devicePath(tenantId, deviceId)}/rotate`), credentials),
+  )
+
+try {
+  await program.parseAsync(process.argv)
+} catch (error) {
+  if (error instanceof GatewayError || error instanceof ApiError) {
+    console.error(`taureau: ${error.message}`)
+    process.exitCode = error instanceof GatewayError && error.code === 'invalid_config' ? 2 : 1
+  } else {
+    throw error
+  }
+}

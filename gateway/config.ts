@@ -1,0 +1,249 @@
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
+import { TENANT_ID_PATTERN } from './names.ts'
+
+const port = z.number().int().min(0).max(65_535)
+
+const quotaFields = {
+  /** Devices of the tenant connected at once; the next CONNECT gets "server unavailable". */
+  maxConnections: z.number().int().min(0).max(1_000_000),
+  /** Publishes per second accepted from the tenant's devices together (token bucket). */
+  maxMessagesPerSec: z.number().int().min(1).max(10_000_000),
+  /** Burst above the rate, in messages; defaults to one second's worth. */
+  burstMessages: z.number().int().min(1).max(10_000_000),
+  /** Largest PUBLISH payload accepted, in bytes. */
+  maxPayloadBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(256 * 1024 * 1024),
+}
+
+/** Per-tenant quotas: the bounds a tenant's devices share. Also the defaults for new tenants. */
+export const quotasSchema = z
+  .object({
+    maxConnections: quotaFields.maxConnections.default(1_000),
+    maxMessagesPerSec: quotaFields.maxMessagesPerSec.default(1_000),
+    burstMessages: quotaFields.burstMessages.optional(),
+    maxPayloadBytes: quotaFields.maxPayloadBytes.default(256 * 1024),
+  })
+  .strict()
+
+/** A tenant's own quota values; the keys it omits follow the gateway's defaults. */
+export const quotaOverridesSchema = z
+  .object({
+    maxConnections: quotaFields.maxConnections.optional(),
+    maxMessagesPerSec: quotaFields.maxMessagesPerSec.optional(),
+    burstMessages: quotaFields.burstMessages.optional(),
+    maxPayloadBytes: quotaFields.maxPayloadBytes.optional(),
+  })
+  .strict()
+
+/** Validated tenant quotas. */
+export type Quotas = z.output<typeof quotasSchema>
+
+/** The gateway's configuration schema: one schema for the YAML file, env variables and flags. */
+export const configSchema = z
+  .object({
+    /** Data directory: SQLite store, admin token, keys. */
+    data: z.string().min(1).default('.taureau'),
+    /** Address every listener binds to. */
+    host: z.string().min(1).default('0.0.0.0'),
+    mqtt: z
+      .object({
+        /** MQTT over TCP. 0 picks any free port. */
+        port: port.default(1883),
+        /** MQTT over WebSocket (path `/mqtt` or `/`). 0 picks any free port. */
+        wsPort: port.default(8083),
+        /** Clients without credentials join this tenant; off unless set. For development only. */
+        anonymousTenant: z.string().regex(TENANT_ID_PATTERN).nullable().default(null),
+        /** Seconds a connection may take to send CONNECT. */
+        connectTimeoutSec: z.number().int().min(1).max(600).default(30),
+        /**
+         * Largest MQTT packet accepted, in bytes, checked from the packet's header before its body is
+         * buffered, so no connection can make the gateway hold more. Tenant payload quotas apply below it.
+         */
+        maxPacketBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(268_435_455)
+          .default(16 * 1024 * 1024),
+        /** Outgoing messages queued per connection before it is treated as stalled (aedes `queueLimit`). */
+        queueLimit: z.number().int().min(1).max(100_000).default(42),
+      })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        /** The API (and later the UI). 0 picks any free port. */
+        port: port.default(8080),
+        /** Largest request body accepted, in bytes. */
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    auth: z
+      .object({
+        /** Failed CONNECTs from one address answered at once before the slowdown starts. */
+        freeFailures: z.number().int().min(0).max(1000).default(3),
+        /** Longest delay a failing address waits for its CONNACK, in ms. */
+        maxDelayMs: z.number().int().min(0).max(600_000).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Quotas given to tenants created without explicit ones. */
+    tenantDefaults: z
+      .object({ quotas: quotasSchema.prefault({}) })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+
+/** A complete, validated configuration. */
+export type GatewayConfig = z.output<typeof configSchema>
+
+/** What can be given as a configuration layer: any part of the schema's input. */
+export type ConfigLayer = Record<string, unknown>
+
+/** Where each configuration layer comes from: an env variable name per key path. */
+export const CONFIG_ENV: Readonly<Record<string, readonly string[]>> = {
+  TAUREAU_DATA: ['data'],
+  TAUREAU_HOST: ['host'],
+  TAUREAU_MQTT_PORT: ['mqtt', 'port'],
+  TAUREAU_WS_PORT: ['mqtt', 'wsPort'],
+  TAUREAU_HTTP_PORT: ['http', 'port'],
+  TAUREAU_ANONYMOUS_TENANT: ['mqtt', 'anonymousTenant'],
+  TAUREAU_LOG_LEVEL: ['log', 'level'],
+}
+
+const NUMERIC_ENV = new Set(['TAUREAU_MQTT_PORT', 'TAUREAU_WS_PORT', 'TAUREAU_HTTP_PORT'])
+
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** YAML file to read, if any (`--config` or `TAUREAU_CONFIG`). */
+  file?: string | undefined
+  /** The process environment (injected for tests). */
+  env?: Readonly<Record<string, string | undefined>>
+  /** Values from command-line flags, as a partial config. */
+  flags?: ConfigLayer
+}
+
+interface Layer {
+  source: string
+  value: ConfigLayer
+}
+
+/**
+ * Builds the configuration from defaults < file < env < flags and validates it with one schema.
+ * Throws a {@link GatewayError} `invalid_config` naming the key, the reason and the layer it came from.
+ */
+export function loadConfig(options: LoadConfigOptions = {}): GatewayConfig {
+  const env = options.env ?? process.env
+  const layers: Layer[] = []
+  const file = options.file ?? env.TAUREAU_CONFIG
+  if (file !== undefined && file !== '') layers.push({ source: `file ${file}`, value: readConfigFile(file) })
+  layers.push({ source: 'env', value: envLayer(env) })
+  if (options.flags !== undefined) layers.push({ source: 'flag', value: options.flags })
+
+  let merged: ConfigLayer = {}
+  for (const layer of layers) merged = mergeLayers(merged, layer.value)
+  const result = configSchema.safeParse(merged)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]
+  const path = issue?.path.map(String) ?? []
+  const key = path.length > 0 ? path.join('.') : '(root)'
+  const source = [...layers].reverse().find((layer) => hasPath(layer.value, path))?.source
+  throw new GatewayError(
+    GATEWAY_ERROR_CODES.invalidConfig,
+    `Cannot load configuration as '${key}' is invalid: ${issue?.message ?? 'unknown problem'}${source === undefined ? '' : ` (from ${source})`}`,
+    { field: key },
+  )
+}
+
+function readConfigFile(file: string): ConfigLayer {
+  let text: string
+  try {
+    text = readFileSync(resolve(file), 'utf8')
+  } catch (cause) {
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidConfig,
+      `Cannot load configuration as the file ${quote(file, 200)} cannot be read: ${(cause as Error).message}`,
+      { cause },
+    )
+  }
+  let value: unknown
+  try {
+    value = parseYaml(text)
+  } catch (cause) {
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidConfig,
+      `Cannot load configuration as the file ${quote(file, 200)} is not valid YAML: ${(cause as Error).message}`,
+      { cause },
+    )
+  }
+  if (value === null || value === undefined) return {}
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidConfig,
+      `Cannot load configuration as the file ${quote(file, 200)} does not hold a mapping of keys`,
+    )
+  }
+  return value as ConfigLayer
+}
+
+function envLayer(env: Readonly<Record<string, string | undefined>>): ConfigLayer {
+  let layer: ConfigLayer = {}
+  for (const [name, path] of Object.entries(CONFIG_ENV)) {
+    const raw = env[name]
+    if (raw === undefined || raw === '') continue
+    // A number that does not parse stays a string, so the schema reports it against the key.
+    const value = NUMERIC_ENV.has(name) && /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : raw
+    layer = mergeLayers(layer, nest(path, value))
+  }
+  return layer
+}
+
+function nest(path: readonly string[], value: unknown): ConfigLayer {
+  let out: unknown = value
+  for (let i = path.length - 1; i >= 0; i--) out = { [path[i] as string]: out }
+  return out as ConfigLayer
+}
+
+function isPlainObject(value: unknown): value is ConfigLayer {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** Deep-merges `over` onto `base`; values of `over` win, objects merge key by key. */
+export function mergeLayers(base: ConfigLayer, over: ConfigLayer): ConfigLayer {
+  const out: ConfigLayer = { ...base }
+  for (const [key, value] of Object.entries(over)) {
+    if (value === undefined) continue
+    const current = out[key]
+    out[key] = isPlainObject(current) && isPlainObject(value) ? mergeLayers(current, value) : value
+  }
+  return out
+}
+
+function hasPath(value: ConfigLayer, path: readonly string[]): boolean {
+  let node: unknown = value
+  for (const key of path) {
+    if (!isPlainObject(node) || node[key] === undefined) return false
+    node = node[key]
+  }
+  return true
+}

@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto'
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import { join, resolve } from 'node:path'
+import { serve, type ServerType } from '@hono/node-server'
+import { pino, type Logger } from 'pino'
+import { createApi, hashToken } from './api.ts'
+import { type Broker, createBroker } from './broker.ts'
+import { createSqlitePersistence, type SqlitePersistence } from './broker-persistence.ts'
+import type { GatewayConfig } from './config.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
+import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
+import { createStore, type Store } from './store.ts'
+
+/** Options of {@link createGateway}. */
+export interface GatewayOptions {
+  config: GatewayConfig
+  /** Where logs go; defaults to pino on stderr at the configured level. */
+  logger?: Logger
+  /** Argon2id cost; tests lower it. */
+  hasher?: { opsLimit?: number; memLimitBytes?: number }
+}
+
+/** The actual addresses a started gateway listens on (port 0 resolved). */
+export interface GatewayAddresses {
+  host: string
+  mqttPort: number
+  wsPort: number
+  httpPort: number
+  /** Base URL of the API and UI, e.g. `http://127.0.0.1:8080`. */
+  httpUrl: string
+}
+
+/** One running gateway process: broker, store, API. */
+export interface Gateway {
+  readonly config: GatewayConfig
+  readonly addresses: GatewayAddresses
+  /** The admin token, also in `DATA/admin-token`. */
+  readonly adminToken: string
+  readonly store: Store
+  readonly broker: Broker
+  readonly metrics: Metrics
+  /** Stops accepting, disconnects clients, then closes the store: children before parents. */
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/** Name of the admin token file inside the data dir. */
+export const ADMIN_TOKEN_FILE = 'admin-token'
+/** Name of the file a running gateway writes its API URL to, for the CLI. */
+export const API_URL_FILE = 'api-url'
+
+/**
+ * Starts a gateway: creates the data dir, opens (and migrates) the SQLite store, makes the admin
+ * token on first start, then starts the broker (MQTT/TCP and MQTT/WebSocket) and the HTTP API.
+ */
+export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+  const { config } = options
+  const logger = options.logger ?? pino({ level: config.log.level }, pino.destination(2))
+  const dataDir = resolve(config.data)
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+
+  const opened: Array<() => Promise<void> | void> = []
+  const closeOpened = async (): Promise<void> => {
+    for (const close of opened.reverse()) await close()
+  }
+  try {
+    const store = createStore({ file: join(dataDir, 'taureau.db') })
+    opened.push(() => store.close())
+    const adminToken = ensureAdminToken(dataDir, store)
+    const persistence: SqlitePersistence = createSqlitePersistence({ db: store.db })
+    // After the broker closes: wills published while clients close still reach the persistence,
+    // which then refuses further calls instead of touching a closed database.
+    opened.push(() => persistence.destroy())
+    const hasher: PasswordHasher = createPasswordHasher(options.hasher ?? {})
+    opened.push(() => hasher.close())
+    const metrics = createMetrics()
+    const anonymousTenant = config.mqtt.anonymousTenant
+    if (anonymousTenant !== null && store.getTenant(anonymousTenant) === undefined) {
+      store.createTenant(anonymousTenant)
+      logger.warn(
+        { tenant: anonymousTenant },
+        'clients without credentials join this tenant (development only)',
+      )
+    }
+    const broker = await createBroker({ store, persistence, hasher, metrics, logger, config })
+    opened.push(() => broker.close())
+    const brokerAddress = await broker.listen(config.host, config.mqtt.port, config.mqtt.wsPort)
+
+    const app = createApi({
+      store,
+      broker,
+      hasher,
+      metrics,
+      defaultQuotas: config.tenantDefaults.quotas,
+      maxBodyBytes: config.http.maxBodyBytes,
+    })
+    const http = await new Promise<ServerType>((resolvePromise, reject) => {
+      const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.host }, () =>
+        resolvePromise(server),
+      )
+      server.once('error', reject)
+    })
+    opened.push(
+      () =>
+        new Promise<void>((resolveClose) => {
+          http.close(() => resolveClose())
+          ;(http as { closeAllConnections?: () => void }).closeAllConnections?.()
+        }),
+    )
+    const httpPort = (http.address() as AddressInfo).port
+    const urlHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host
+    const addresses: GatewayAddresses = {
+      host: config.host,
+      mqttPort: brokerAddress.mqttPort,
+      wsPort: brokerAddress.wsPort,
+      httpPort,
+      httpUrl: `http://${urlHost.includes(':') ? `[${urlHost}]` : urlHost}:${httpPort}`,
+    }
+    writeFileSync(join(dataDir, API_URL_FILE), `${addresses.httpUrl}\n`, { mode: 0o600 })
+
+    let closing: Promise<void> | undefined
+    const gateway: Gateway = {
+      config,
+      addresses,
+      adminToken,
+      store,
+      broker,
+      metrics,
+      close: () => {
+        closing ??= closeOpened().then(() => logger.info('gateway stopped'))
+        return closing
+      },
+      [Symbol.asyncDispose]: () => gateway.close(),
+    }
+    return gateway
+  } catch (error) {
+    await closeOpened()
+    throw error
+  }
+}
+
+/** Reads `DATA/admin-token`, creating it (mode 0600) on first start, and registers its hash. */
+function ensureAdminToken(dataDir: string, store: Store): string {
+  const file = join(dataDir, ADMIN_TOKEN_FILE)
+  let token: string
+  if (existsSync(file)) {
+    token = readFileSync(file, 'utf8').trim()
+  } else {
+    token = `tau_admin_${randomBytes(24).toString('base64url')}`
+    writeFileSync(file, `${token}\n`, { mode: 0o600 })
+  }
+  chmodSync(file, 0o600)
+  if (store.findToken(hashToken(token)) === undefined) store.createToken(hashToken(token), null, 'admin')
+  return token
+}

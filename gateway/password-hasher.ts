@@ -1,0 +1,145 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
+import { GATEWAY_ERROR_CODES, GatewayError } from './errors.ts'
+
+// The worker is plain JavaScript evaluated from this string so that it runs the same under tsx,
+// vitest and a bundle, with no TypeScript loader in the worker. It only hashes and verifies.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads')
+const sodium = require(workerData.sodiumPath)
+sodium.ready.then(() => {
+  parentPort.on('message', (job) => {
+    try {
+      const result = job.kind === 'hash'
+        ? sodium.crypto_pwhash_str(job.secret, workerData.opsLimit, workerData.memLimitBytes)
+        : sodium.crypto_pwhash_str_verify(job.hash, job.secret)
+      parentPort.postMessage({ id: job.id, result })
+    } catch (error) {
+      parentPort.postMessage({ id: job.id, error: String(error && error.message || error) })
+    }
+  })
+  parentPort.postMessage({ ready: true })
+})
+`
+
+/** Options of {@link createPasswordHasher}. */
+export interface PasswordHasherOptions {
+  /** Argon2id passes. Default 2. */
+  opsLimit?: number
+  /**
+   * Argon2id memory in bytes. Default 19 MiB with 2 passes, the OWASP minimum for Argon2id: device
+   * secrets are generated with 192 bits of entropy, so the hash guards a stolen store, not a weak
+   * password, and an edge box with little memory must verify bursts of reconnects.
+   */
+  memLimitBytes?: number
+  /** Jobs waiting for the worker before new ones are refused. Default 256. */
+  maxQueued?: number
+}
+
+/**
+ * Hashes and verifies device secrets with Argon2id (libsodium `crypto_pwhash_str`) in a worker
+ * thread, so a burst of CONNECTs never stalls the broker's event loop. Verified secrets are
+ * remembered as an HMAC under a per-process key, so a device that reconnects costs one HMAC.
+ */
+export interface PasswordHasher {
+  hash(secret: string): Promise<string>
+  verify(hash: string, secret: string): Promise<boolean>
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+interface Job {
+  resolve(value: string | boolean): void
+  reject(error: Error): void
+}
+
+const require = createRequire(import.meta.url)
+const VERIFIED_CACHE_ENTRIES = 10_000
+
+/** Starts the hashing worker. */
+export function createPasswordHasher(options: PasswordHasherOptions = {}): PasswordHasher {
+  const maxQueued = options.maxQueued ?? 256
+  const worker = new Worker(WORKER_SOURCE, {
+    eval: true,
+    workerData: {
+      sodiumPath: require.resolve('libsodium-wrappers-sumo'),
+      opsLimit: options.opsLimit ?? 2,
+      memLimitBytes: options.memLimitBytes ?? 19 * 1024 * 1024,
+    },
+  })
+  worker.unref()
+  const jobs = new Map<number, Job>()
+  let nextId = 1
+  let closed = false
+  const cacheKey = randomBytes(32)
+  // hash -> HMAC(secret) for secrets that verified; a new hash (rotation) never matches an old entry.
+  const verified = new Map<string, Buffer>()
+
+  worker.on('message', (message: { id?: number; result?: string | boolean; error?: string }) => {
+    if (message.id === undefined) return
+    const job = jobs.get(message.id)
+    if (job === undefined) return
+    jobs.delete(message.id)
+    if (message.error !== undefined) job.reject(new Error(message.error))
+    else job.resolve(message.result as string | boolean)
+  })
+  worker.on('error', (error) => {
+    for (const job of jobs.values()) job.reject(error)
+    jobs.clear()
+  })
+
+  const run = (message: Record<string, unknown>): Promise<string | boolean> => {
+    if (closed)
+      return Promise.reject(
+        new GatewayError(GATEWAY_ERROR_CODES.internal, 'Cannot hash as the hasher is closed'),
+      )
+    if (jobs.size >= maxQueued) {
+      return Promise.reject(
+        new GatewayError(
+          GATEWAY_ERROR_CODES.limitReached,
+          `Cannot hash as ${maxQueued} jobs are already waiting`,
+        ),
+      )
+    }
+    const id = nextId++
+    return new Promise((resolve, reject) => {
+      jobs.set(id, { resolve, reject })
+      worker.ref()
+      worker.postMessage({ ...message, id })
+    }).finally(() => {
+      if (jobs.size === 0) worker.unref()
+    }) as Promise<string | boolean>
+  }
+
+  const mac = (secret: string): Buffer => createHmac('sha256', cacheKey).update(secret).digest()
+
+  const hasher: PasswordHasher = {
+    hash: async (secret) => (await run({ kind: 'hash', secret })) as string,
+    verify: async (hash, secret) => {
+      const known = verified.get(hash)
+      if (known !== undefined) return timingSafeEqual(known, mac(secret))
+      const ok = (await run({ kind: 'verify', hash, secret })) as boolean
+      if (ok) {
+        if (verified.size >= VERIFIED_CACHE_ENTRIES) verified.clear()
+        verified.set(hash, mac(secret))
+      }
+      return ok
+    },
+    close: async () => {
+      if (closed) return
+      closed = true
+      for (const job of jobs.values())
+        job.reject(new GatewayError(GATEWAY_ERROR_CODES.internal, 'Cannot hash as the hasher closed'))
+      jobs.clear()
+      await worker.terminate()
+    },
+    [Symbol.asyncDispose]: () => hasher.close(),
+  }
+  return hasher
+}
+
+/** A new device secret: 24 random bytes (192 bits) as base64url, 32 characters. */
+export function generateSecret(): string {
+  return randomBytes(24).toString('base64url')
+}

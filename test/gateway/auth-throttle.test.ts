@@ -1,0 +1,46 @@
+import { expect, test } from 'vitest'
+import { createAuthThrottle } from '../../gateway/auth-throttle.ts'
+
+function fakeClock() {
+  let now = 1_000_000
+  return { now: () => now, advance: (ms: number) => (now += ms) }
+}
+
+test('failures past the free ones double the delay up to the cap; other addresses are not affected', () => {
+  const clock = fakeClock()
+  const throttle = createAuthThrottle({ freeFailures: 2, baseDelayMs: 100, maxDelayMs: 1000, now: clock.now })
+  const delays: number[] = []
+  for (let i = 0; i < 7; i++) {
+    delays.push(throttle.delayFor('10.0.0.1'))
+    throttle.recordFailure('10.0.0.1')
+  }
+  expect(delays).toEqual([0, 0, 100, 200, 400, 800, 1000])
+  expect(throttle.delayFor('10.0.0.2')).toBe(0)
+})
+
+test('a success clears the address and failures are forgotten after the window', () => {
+  const clock = fakeClock()
+  const throttle = createAuthThrottle({
+    freeFailures: 0,
+    maxDelayMs: 10_000,
+    forgetAfterMs: 60_000,
+    now: clock.now,
+  })
+  throttle.recordFailure('a')
+  throttle.recordFailure('b')
+  expect(throttle.delayFor('a')).toBeGreaterThan(0)
+  throttle.recordSuccess('a')
+  expect(throttle.delayFor('a')).toBe(0)
+  clock.advance(60_001)
+  expect(throttle.delayFor('b')).toBe(0)
+})
+
+test('the number of tracked addresses is bounded: the oldest is forgotten', () => {
+  const throttle = createAuthThrottle({ freeFailures: 0, maxDelayMs: 10_000, maxAddresses: 2 })
+  throttle.recordFailure('a')
+  throttle.recordFailure('b')
+  throttle.recordFailure('c')
+  expect(throttle.delayFor('a')).toBe(0)
+  expect(throttle.delayFor('b')).toBeGreaterThan(0)
+  expect(throttle.delayFor('c')).toBeGreaterThan(0)
+})
