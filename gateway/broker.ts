@@ -158,8 +158,18 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const tenantState = (tenantId: string): TenantState | undefined =>
     tenants.get(tenantId) ?? loadTenant(tenantId)
 
-  const refuse = (reason: ConnectRefusal, returnCode: number, message: string): ConnectError => {
-    metrics.authFailure(reason)
+  const refuse = (
+    pending: Pending | undefined,
+    reason: ConnectRefusal,
+    returnCode: number,
+    message: string,
+  ): ConnectError => {
+    // Only existing tenants become label values, so made-up names cannot grow the series.
+    const tenantId = pending?.tenantId
+    metrics.authFailure(
+      reason,
+      tenantId !== null && tenantId !== undefined && tenants.has(tenantId) ? tenantId : null,
+    )
     return new ConnectError(message, returnCode)
   }
 
@@ -201,6 +211,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         const code = pending?.rejectCode || 5
         callback(
           refuse(
+            pending,
             pending?.rejectReason ?? 'bad_credentials',
             code,
             'Cannot connect as the client is not authorized',
@@ -217,13 +228,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             if (!ok) {
               throttle.recordFailure(address)
               logger.info({ address, username: _username }, 'refused CONNECT with bad credentials')
-              callback(refuse('bad_credentials', 5, 'Cannot connect as the credentials are wrong'), false)
+              callback(
+                refuse(pending, 'bad_credentials', 5, 'Cannot connect as the credentials are wrong'),
+                false,
+              )
               return
             }
             throttle.recordSuccess(address)
             const tenant = tenantState(pending.tenantId as string)
             if (tenant === undefined) {
-              callback(refuse('bad_credentials', 5, 'Cannot connect as the tenant is gone'), false)
+              callback(refuse(pending, 'bad_credentials', 5, 'Cannot connect as the tenant is gone'), false)
               return
             }
             // A reconnect with the same client id takes the old connection over, so it does not count.
@@ -237,6 +251,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               )
               callback(
                 refuse(
+                  pending,
                   'connection_quota',
                   3,
                   `Cannot connect as tenant '${tenant.id}' is at its connection quota`,
@@ -250,7 +265,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               tenant.rules,
             )
             if (pending.willTopic !== null && !willAllowed(pending.willTopic, acl)) {
-              callback(refuse('will_denied', 5, 'Cannot connect as the will topic is not allowed'), false)
+              callback(
+                refuse(pending, 'will_denied', 5, 'Cannot connect as the will topic is not allowed'),
+                false,
+              )
               return
             }
             client[SESSION] = { tenant, deviceId: pending.deviceId, anonymous: pending.anonymous, acl }
@@ -269,7 +287,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           (error: unknown) => {
             logger.warn({ err: error }, 'could not verify a device secret')
             callback(
-              refuse('busy', 3, 'Cannot connect as the gateway is busy verifying other devices'),
+              refuse(pending, 'busy', 3, 'Cannot connect as the gateway is busy verifying other devices'),
               false,
             )
           },

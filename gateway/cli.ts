@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { type ApiTarget, ApiError, callApi, resolveApiTarget } from './api-client.ts'
-import { loadConfig, type ConfigLayer } from './config.ts'
+import packageJson from '../package.json' with { type: 'json' }
+import { ApiError, type ApiTarget, callApi, resolveApiTarget } from './api-client.ts'
+import { type ConfigLayer, loadConfig } from './config.ts'
 import { GatewayError } from './errors.ts'
 import { createGateway } from './gateway.ts'
 
@@ -8,6 +9,7 @@ const program = new Command()
 program
   .name('taureau')
   .description('Taureau edge serverless gateway: MQTT broker, tenant functions, private uplink')
+  .version(packageJson.version)
   .showHelpAfterError()
 
 const portArg = (value: string): number => {

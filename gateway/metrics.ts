@@ -26,11 +26,19 @@ export interface Metrics {
   tenant(tenantId: string): TenantCounters
   /** Forgets a deleted tenant's series. */
   removeTenant(tenantId: string): void
-  authFailure(reason: ConnectRefusal): void
+  /** Counts a refused CONNECT; `tenantId` null when the tenant named does not exist. */
+  authFailure(reason: ConnectRefusal, tenantId: string | null): void
   protocolViolation(): void
 }
 
 const DROP_REASONS: readonly DropReason[] = ['acl', 'reserved_topic', 'rate', 'payload_size']
+const CONNECT_REFUSALS: readonly ConnectRefusal[] = [
+  'bad_credentials',
+  'connection_quota',
+  'will_denied',
+  'client_id',
+  'busy',
+]
 
 /** Creates the registry with process metrics and the gateway's own series. */
 export function createMetrics(): Metrics {
@@ -91,7 +99,7 @@ export function createMetrics(): Metrics {
   const authFailures = new Counter({
     name: 'taureau_connect_refused_total',
     help: 'CONNECTs refused, per reason (bad_credentials counts authentication failures)',
-    labelNames: ['reason'],
+    labelNames: ['tenant', 'reason'],
     registers: [registry],
   })
   const violations = new Counter({
@@ -119,9 +127,10 @@ export function createMetrics(): Metrics {
     },
     removeTenant(tenantId) {
       tenants.delete(tenantId)
+      for (const reason of CONNECT_REFUSALS) authFailures.remove({ tenant: tenantId, reason })
     },
-    authFailure(reason) {
-      authFailures.inc({ reason })
+    authFailure(reason, tenantId) {
+      authFailures.inc({ tenant: tenantId ?? 'unknown', reason })
     },
     protocolViolation() {
       violations.inc()

@@ -34,7 +34,8 @@ describe('authentication', () => {
     expect(await connackCode(gw.mqttUrl, { username: 'sensor-1', password: secret })).toBe(5)
     expect(await connackCode(gw.mqttUrl, {})).toBe(5)
     const metrics = await (await fetch(`${gw.addresses.httpUrl}/metrics`)).text()
-    expect(metrics).toMatch(/taureau_connect_refused_total\{reason="bad_credentials"\} 5/)
+    expect(metrics).toMatch(/taureau_connect_refused_total\{tenant="acme",reason="bad_credentials"\} 2/)
+    expect(metrics).toMatch(/taureau_connect_refused_total\{tenant="unknown",reason="bad_credentials"\} 3/)
   })
 
   test('the anonymous tenant takes clients without credentials only when configured', async () => {
