@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { API_URL_FILE, ADMIN_TOKEN_FILE } from './gateway.ts'
+import { ADMIN_TOKEN_FILE, API_URL_FILE } from './data-files.ts'
 
 /** Where the CLI finds the API: flags, then env, then the data dir's files. */
 export interface ApiTarget {

@@ -1,9 +1,9 @@
+import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import packageJson from '../package.json' with { type: 'json' }
 import { ApiError, type ApiTarget, callApi, resolveApiTarget } from './api-client.ts'
-import { type ConfigLayer, loadConfig } from './config.ts'
+import type { ConfigLayer } from './config.ts'
 import { GatewayError } from './errors.ts'
-import { createGateway } from './gateway.ts'
 
 const program = new Command()
 program
@@ -51,6 +51,9 @@ program
       http: { port: flags.httpPort },
       log: { level: flags.logLevel },
     }
+    // Loaded here so the API commands start without the broker's modules.
+    const { loadConfig } = await import('./config.ts')
+    const { createGateway } = await import('./gateway.ts')
     const config = loadConfig({ file: flags.config as string | undefined, flags: layer })
     const gateway = await createGateway({ config })
     const { host, mqttPort, wsPort, httpUrl } = gateway.addresses
@@ -165,6 +168,87 @@ apiCommand(tenant, 'remove', 'delete a tenant with its devices, sessions and ret
       () => `removed tenant ${tenantId}`,
     ),
   )
+
+apiCommand(tenant, 'quotas', "show a tenant's quotas, or set its own values with the options")
+  .argument('<tenant>', 'tenant id')
+  .option('--max-connections <n>', 'connections at once', countArg)
+  .option('--max-messages-per-sec <n>', 'publishes per second', countArg)
+  .option('--burst-messages <n>', 'burst above the rate', countArg)
+  .option('--max-payload-bytes <n>', 'largest payload', countArg)
+  .action((tenantId: string, flags: ApiFlags & Record<string, number | undefined>) => {
+    const given = Object.fromEntries(
+      Object.entries({
+        maxConnections: flags.maxConnections,
+        maxMessagesPerSec: flags.maxMessagesPerSec,
+        burstMessages: flags.burstMessages,
+        maxPayloadBytes: flags.maxPayloadBytes,
+      }).filter(([, value]) => value !== undefined),
+    )
+    const path = `/tenants/${encodeURIComponent(tenantId)}/quotas`
+    return run(
+      flags,
+      async (target) => {
+        if (Object.keys(given).length === 0) return callApi(target, 'GET', path)
+        const current = (await callApi(target, 'GET', path)) as { quotaOverrides: Record<string, number> }
+        return callApi(target, 'PUT', path, { ...current.quotaOverrides, ...given })
+      },
+      (result) => {
+        const { quotas, quotaOverrides } = result as {
+          quotas: Record<string, number>
+          quotaOverrides: Record<string, number>
+        }
+        return Object.entries(quotas)
+          .map(([key, value]) => `${key}: ${value}${key in quotaOverrides ? '' : ' (default)'}`)
+          .join('\n')
+      },
+    )
+  })
+
+const acl = program.command('acl').description('read or replace the ACL rules of a tenant or one device')
+const aclPath = (tenantId: string, deviceId?: string) =>
+  `/tenants/${encodeURIComponent(tenantId)}${deviceId === undefined ? '' : `/devices/${encodeURIComponent(deviceId)}`}/acl`
+const showRules = (result: unknown): string =>
+  table((result as { rules: Array<Record<string, unknown>> }).rules, ['permission', 'action', 'filter'])
+apiCommand(acl, 'get', 'print the rules in evaluation order')
+  .argument('<tenant>', 'tenant id')
+  .argument('[device]', "a device id for the device's own rules")
+  .action((tenantId: string, deviceId: string | undefined, flags: ApiFlags) =>
+    run(flags, (target) => callApi(target, 'GET', aclPath(tenantId, deviceId)), showRules),
+  )
+apiCommand(acl, 'set', 'replace the rules with those of a JSON file: [{ "action", "filter", "permission" }]')
+  .argument('<tenant>', 'tenant id')
+  .argument('[device]', "a device id to set the device's own rules")
+  .requiredOption('--file <file>', "JSON file with the rules, or '-' for standard input")
+  .action(async (tenantId: string, deviceId: string | undefined, flags: ApiFlags & { file: string }) => {
+    let text: string
+    try {
+      text = flags.file === '-' ? await readStdin() : readFileSync(flags.file, 'utf8')
+    } catch (cause) {
+      throw new ApiError(
+        `Cannot read the rules file ${flags.file}: ${(cause as Error).message}`,
+        0,
+        'invalid_input',
+      )
+    }
+    let rules: unknown
+    try {
+      rules = JSON.parse(text)
+    } catch (cause) {
+      throw new ApiError(
+        `Cannot read the rules as ${flags.file} is not JSON: ${(cause as Error).message}`,
+        0,
+        'invalid_input',
+      )
+    }
+    const body = Array.isArray(rules) ? { rules } : rules
+    return run(flags, (target) => callApi(target, 'PUT', aclPath(tenantId, deviceId), body), showRules)
+  })
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
 
 const device = program.command('device').description("manage a tenant's devices")
 const devicePath = (tenantId: string, deviceId = '') =>

@@ -2,12 +2,13 @@ import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { join, resolve } from 'node:path'
-import { serve, type ServerType } from '@hono/node-server'
-import { pino, type Logger } from 'pino'
+import { type ServerType, serve } from '@hono/node-server'
+import { type Logger, pino } from 'pino'
 import { createApi, hashToken } from './api.ts'
 import { type Broker, createBroker } from './broker.ts'
 import { createSqlitePersistence, type SqlitePersistence } from './broker-persistence.ts'
 import type { GatewayConfig } from './config.ts'
+import { ADMIN_TOKEN_FILE, API_URL_FILE, STORE_FILE } from './data-files.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
 import { createStore, type Store } from './store.ts'
@@ -45,11 +46,6 @@ export interface Gateway {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-/** Name of the admin token file inside the data dir. */
-export const ADMIN_TOKEN_FILE = 'admin-token'
-/** Name of the file a running gateway writes its API URL to, for the CLI. */
-export const API_URL_FILE = 'api-url'
-
 /**
  * Starts a gateway: creates the data dir, opens (and migrates) the SQLite store, makes the admin
  * token on first start, then starts the broker (MQTT/TCP and MQTT/WebSocket) and the HTTP API.
@@ -65,7 +61,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     for (const close of opened.reverse()) await close()
   }
   try {
-    const store = createStore({ file: join(dataDir, 'taureau.db') })
+    const store = createStore({ file: join(dataDir, STORE_FILE) })
     opened.push(() => store.close())
     const adminToken = ensureAdminToken(dataDir, store)
     const persistence: SqlitePersistence = createSqlitePersistence({ db: store.db })

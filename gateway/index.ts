@@ -14,10 +14,9 @@ export {
   quotaOverridesSchema,
   quotasSchema,
 } from './config.ts'
+export { ADMIN_TOKEN_FILE, API_URL_FILE, STORE_FILE } from './data-files.ts'
 export { GATEWAY_ERROR_CODES, GatewayError, type GatewayErrorCode } from './errors.ts'
 export {
-  ADMIN_TOKEN_FILE,
-  API_URL_FILE,
   createGateway,
   type Gateway,
   type GatewayAddresses,

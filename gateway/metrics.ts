@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 
 /** Why a message was not passed on. Each reason is a label value of `taureau_messages_dropped_total`. */
 export type DropReason = 'acl' | 'reserved_topic' | 'rate' | 'payload_size'

@@ -6,9 +6,9 @@ import {
   closed,
   collect,
   connackCode,
-  subscribeGranted,
   connect,
   startGateway,
+  subscribeGranted,
   until,
 } from '../helpers/gateway.ts'
 

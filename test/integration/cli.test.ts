@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { rmSync, statSync } from 'node:fs'
+import { rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
@@ -97,9 +97,28 @@ describe('taureau CLI', () => {
     expect(
       JSON.parse((await cli('device', 'list', 'acme', '--data', dataDir, '--json')).stdout).devices,
     ).toHaveLength(1)
+    const quotas = (await cli('tenant', 'quotas', 'acme', '--data', dataDir, '--max-payload-bytes', '2048'))
+      .stdout
+    expect(quotas).toMatch(/maxConnections: 3\n/)
+    expect(quotas).toMatch(/maxPayloadBytes: 2048\n/)
+    expect(quotas).toMatch(/maxMessagesPerSec: 1000 \(default\)/)
+    const rulesFile = join(dataDir, 'rules.json')
+    writeFileSync(rulesFile, JSON.stringify([{ action: 'publish', filter: 'cmd/#', permission: 'deny' }]))
+    expect(
+      (await cli('acl', 'set', 'acme', 'sensor-1', '--file', rulesFile, '--data', dataDir)).stdout,
+    ).toMatch(/deny +publish +cmd\/#/)
+    const rules = JSON.parse(
+      (await cli('acl', 'get', 'acme', 'sensor-1', '--data', dataDir, '--json')).stdout,
+    )
+    expect(rules.rules).toEqual([{ action: 'publish', filter: 'cmd/#', permission: 'deny' }])
+    writeFileSync(rulesFile, JSON.stringify([{ action: 'publish', filter: 'a/#/b', permission: 'deny' }]))
+    const refused = await cli('acl', 'set', 'acme', '--file', rulesFile, '--data', dataDir).catch(
+      (e: unknown) => e,
+    )
+    expect((refused as { stderr: string }).stderr).toMatch(/'rules\.0\.filter' is invalid/)
     await cli('tenant', 'remove', 'acme', '--data', dataDir)
     expect(JSON.parse((await cli('tenant', 'list', '--data', dataDir, '--json')).stdout).tenants).toEqual([])
-  })
+  }, 120_000)
 
   test('an API error is printed as one line and exits 1', async () => {
     const dataDir = tempDir()
