@@ -37,6 +37,7 @@ export interface Acl {
 }
 
 const CACHE_ENTRIES = 1024
+const CACHE_TOPIC_CHARS = 256
 
 /** Compiles rules into an {@link Acl}; returns null when there are no rules (everything allowed). */
 export function compileAcl(
@@ -67,8 +68,11 @@ function cached(compute: (topic: string) => boolean): (topic: string) => boolean
     let allowed = cache.get(topic)
     if (allowed === undefined) {
       allowed = compute(topic)
-      if (cache.size >= CACHE_ENTRIES) cache.clear()
-      cache.set(topic, allowed)
+      // Long topics are not cached, so the cache is bounded in bytes as well as entries.
+      if (topic.length <= CACHE_TOPIC_CHARS) {
+        if (cache.size >= CACHE_ENTRIES) cache.clear()
+        cache.set(topic, allowed)
+      }
     }
     return allowed
   }

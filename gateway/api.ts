@@ -45,6 +45,8 @@ export interface ApiOptions {
   /** Quotas of tenants that set none. */
   defaultQuotas: Quotas
   maxBodyBytes: number
+  /** Serve `/metrics` without a token. */
+  publicMetrics?: boolean
 }
 
 type Env = { Variables: { token: TokenRecord } }
@@ -101,15 +103,22 @@ export function createApi(options: ApiOptions): Hono<Env> {
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/metrics', async (c) => {
+    if (!options.publicMetrics) {
+      const token = bearerToken(c)
+      if (token?.tenantId !== null) {
+        throw new GatewayError(
+          GATEWAY_ERROR_CODES.unauthorized,
+          'Cannot serve metrics as the admin bearer token is missing or wrong (or set http.publicMetrics)',
+        )
+      }
+    }
     return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType })
   })
 
   const api = new Hono<Env>()
   api.use('*', bodyLimit({ maxSize: options.maxBodyBytes }))
   api.use('*', async (c, next) => {
-    const header = c.req.header('authorization') ?? ''
-    const match = /^Bearer\s+(\S+)$/i.exec(header)
-    const token = match?.[1] === undefined ? undefined : store.findToken(hashToken(match[1]))
+    const token = bearerToken(c)
     if (token === undefined) {
       throw new GatewayError(
         GATEWAY_ERROR_CODES.unauthorized,
@@ -120,6 +129,11 @@ export function createApi(options: ApiOptions): Hono<Env> {
     await next()
     c.header('cache-control', 'no-store')
   })
+
+  function bearerToken(c: Context<Env>): TokenRecord | undefined {
+    const match = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')
+    return match?.[1] === undefined ? undefined : store.findToken(hashToken(match[1]))
+  }
 
   const tenantParam = (c: Context<Env>): string => {
     const tenantId = c.req.param('tenant') ?? ''
@@ -251,7 +265,7 @@ export function createApi(options: ApiOptions): Hono<Env> {
     const tenantId = tenantParam(c)
     const device = deviceParam(c, tenantId)
     store.deleteDevice(tenantId, device.deviceId)
-    broker.disconnectDevice(tenantId, device.deviceId)
+    broker.disconnectDevice(tenantId, device.deviceId, 'removed')
     return c.body(null, 204)
   })
   api.post('/tenants/:tenant/devices/:device/rotate', async (c) => {
@@ -260,7 +274,7 @@ export function createApi(options: ApiOptions): Hono<Env> {
     const secret = generateSecret()
     const updated = store.setDeviceSecret(tenantId, device.deviceId, await hasher.hash(secret))
     // Sessions signed in with the old secret end now; the device reconnects with the new one.
-    broker.disconnectDevice(tenantId, device.deviceId)
+    broker.disconnectDevice(tenantId, device.deviceId, 'rotated')
     return c.json({
       device: deviceView(updated, new Map()),
       username: `${device.deviceId}@${tenantId}`,

@@ -512,6 +512,21 @@ class _SqlitePersistence implements SqlitePersistence {
   async addSubscriptions(client: PersistenceClient, subs: readonly SubscriptionRecord[]): Promise<void> {
     this.#assertOpen('store subscriptions')
     const clientId = client.id
+    // aedes calls this once per filter of a SUBSCRIBE, each time with the packet's whole list, so
+    // only entries that differ from what is stored are written: N writes per SUBSCRIBE, not N².
+    const known = this.#subscriptions.get(clientId)
+    subs = subs.filter((sub) => {
+      const stored = known?.get(sub.topic)
+      return (
+        stored === undefined ||
+        stored.qos !== sub.qos ||
+        stored.rh !== sub.rh ||
+        stored.rap !== sub.rap ||
+        stored.nl !== sub.nl ||
+        stored.subscriptionIdentifier !== sub.subscriptionIdentifier
+      )
+    })
+    if (subs.length === 0) return
     this.#transaction(() => {
       for (const sub of subs) {
         this.#statements.upsertSubscription.run({

@@ -54,7 +54,7 @@ export interface Broker {
   /** Disconnects a deleted tenant's devices and erases its sessions and retained messages. */
   removeTenant(tenantId: string): void
   /** Disconnects the connections of one device (after its removal or secret rotation). */
-  disconnectDevice(tenantId: string, deviceId: string): void
+  disconnectDevice(tenantId: string, deviceId: string, why: 'removed' | 'rotated'): void
   /** Connections open per tenant. */
   connections(tenantId: string): number
   /** Connections open per device of a tenant. */
@@ -81,6 +81,7 @@ interface Pending {
   rejectCode: number
   rejectReason: ConnectRefusal | null
   willTopic: string | null
+  willBytes: number
 }
 
 interface Session {
@@ -97,14 +98,35 @@ const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 const SESSION = Symbol('taureau.session')
 const PENDING = Symbol('taureau.pending')
 const ADDRESS = Symbol('taureau.address')
+const GRANTED = Symbol('taureau.granted')
+
+/**
+ * Levels a device's topic or filter may have: aedes and its matcher (qlobber) stop at 100, and the
+ * tenant prefix is one more level.
+ */
+const MAX_LEVELS = 99
+const MAX_CACHED_TOPICS = 1024
+const MAX_CACHED_TOPIC_CHARS = 256
+
+/** Whether a topic or filter has more than {@link MAX_LEVELS} levels; cheap for short topics. */
+function tooDeep(topic: string): boolean {
+  if (topic.length < MAX_LEVELS) return false
+  let levels = 1
+  for (let i = 0; i < topic.length; i++) {
+    if (topic.charCodeAt(i) === 47 /* / */ && ++levels > MAX_LEVELS) return true
+  }
+  return false
+}
 /** aedes' Client with the internals the gateway reads (aedes 1.2, lib/client.js) and its own state. */
 type GatewayClient = Client & {
   will: PublishPacket | null
+  _will: PublishPacket | null
   subscriptions: Record<string, { qos: number }>
   _parser: Parameters<typeof installPacketGuard>[0]
   [SESSION]?: Session
   [PENDING]?: Pending
   [ADDRESS]?: string
+  [GRANTED]?: Map<string, number>
 }
 
 class ConnectError extends Error {
@@ -182,7 +204,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxClientsIdLength: 65_535 + 64,
 
     preConnect(client: GatewayClient, packet, callback) {
-      const pending = identify(packet.username, config.mqtt.anonymousTenant)
+      // The packet hook read the claimed tenant when the CONNECT was parsed (see handle()).
+      const pending = client[PENDING] ?? identify(packet.username, config.mqtt.anonymousTenant)
+      client[PENDING] = pending
       const rawId = packet.clientId ?? ''
       if (rawId === '' && packet.clean === false) {
         // [MQTT-3.1.3-8]: a zero-byte client id needs clean session; CONNACK 0x02 then close.
@@ -198,36 +222,39 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         packet.clientId = prefix + (rawId === '' ? `auto-${randomUUID()}` : rawId)
         if (packet.will) {
           pending.willTopic = packet.will.topic
+          pending.willBytes = packet.will.payload?.length ?? 0
           packet.will.topic = prefix + packet.will.topic
         }
       }
-      client[PENDING] = pending
       callback(null, true)
     },
 
-    authenticate(client: GatewayClient, _username, password, callback) {
+    authenticate(client: GatewayClient, username, password, callback) {
       const pending = client[PENDING]
       if (pending === undefined || pending.tenantId === null || pending.rejectCode !== 0) {
         const code = pending?.rejectCode || 5
-        callback(
-          refuse(
-            pending,
-            pending?.rejectReason ?? 'bad_credentials',
-            code,
-            'Cannot connect as the client is not authorized',
-          ),
-          false,
-        )
+        const reason = pending?.rejectReason ?? 'bad_credentials'
+        callback(refuse(pending, reason, code, 'Cannot connect as the client is not authorized'), false)
         return
       }
       const address = client[ADDRESS] ?? 'unknown'
+      if (!throttle.enter(address)) {
+        // Too many sign-ins from this address are being checked: refuse without hashing, so one
+        // address cannot fill the hasher's queue and lock other devices out.
+        throttle.recordFailure(address)
+        callback(refuse(pending, 'busy', 3, 'Cannot connect as this address has sign-ins in progress'), false)
+        return
+      }
       const check = (): void => {
         verify(pending, password).then(
-          (ok) => {
-            if (client.closed) return
-            if (!ok) {
+          (device) => {
+            if (client.closed) {
               throttle.recordFailure(address)
-              logger.info({ address, username: _username }, 'refused CONNECT with bad credentials')
+              return
+            }
+            if (device === null) {
+              throttle.recordFailure(address)
+              logger.info({ address, username }, 'refused CONNECT with bad credentials')
               callback(
                 refuse(pending, 'bad_credentials', 5, 'Cannot connect as the credentials are wrong'),
                 false,
@@ -235,9 +262,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               return
             }
             throttle.recordSuccess(address)
-            const tenant = tenantState(pending.tenantId as string)
-            if (tenant === undefined) {
-              callback(refuse(pending, 'bad_credentials', 5, 'Cannot connect as the tenant is gone'), false)
+            const tenant = tenants.get(pending.tenantId as string)
+            // The device may have been removed or rotated while its secret was being checked.
+            const current = pending.anonymous ? device : store.getDevice(tenant?.id ?? '', pending.deviceId)
+            if (tenant === undefined || current === undefined || current.secretHash !== device.secretHash) {
+              callback(refuse(pending, 'bad_credentials', 5, 'Cannot connect as the device changed'), false)
               return
             }
             // A reconnect with the same client id takes the old connection over, so it does not count.
@@ -249,26 +278,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
                 { tenant: tenant.id, device: pending.deviceId },
                 'refused CONNECT over the connection quota',
               )
-              callback(
-                refuse(
-                  pending,
-                  'connection_quota',
-                  3,
-                  `Cannot connect as tenant '${tenant.id}' is at its connection quota`,
-                ),
-                false,
-              )
+              const message = `Cannot connect as tenant '${tenant.id}' is at its connection quota`
+              callback(refuse(pending, 'connection_quota', 3, message), false)
               return
             }
             const acl = compileAcl(
               pending.anonymous ? [] : store.listAclRules(tenant.id, pending.deviceId),
               tenant.rules,
             )
-            if (pending.willTopic !== null && !willAllowed(pending.willTopic, acl)) {
-              callback(
-                refuse(pending, 'will_denied', 5, 'Cannot connect as the will topic is not allowed'),
-                false,
-              )
+            if (pending.willTopic !== null && !willAllowed(pending, tenant, acl)) {
+              callback(refuse(pending, 'will_denied', 5, 'Cannot connect as the will is not allowed'), false)
               return
             }
             client[SESSION] = { tenant, deviceId: pending.deviceId, anonymous: pending.anonymous, acl }
@@ -285,6 +304,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             callback(null, true)
           },
           (error: unknown) => {
+            throttle.recordFailure(address)
             logger.warn({ err: error }, 'could not verify a device secret')
             callback(
               refuse(pending, 'busy', 3, 'Cannot connect as the gateway is busy verifying other devices'),
@@ -299,9 +319,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
 
     authorizePublish(client: GatewayClient | null, packet: PublishPacket, callback) {
-      // A will: its topic was mounted and checked at CONNECT. A null client is a will left by an
-      // earlier run, published by aedes on start; it was mounted when it was stored.
       if (client === null || packet === client.will) {
+        authorizeWill(client, packet)
         callback(null)
         return
       }
@@ -321,6 +340,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         drop(client, packet, tenant, 'reserved_topic', callback)
         return
       }
+      if (tooDeep(topic)) {
+        callback(new Error(`Cannot accept the publish as its topic has more than ${MAX_LEVELS} levels`))
+        return
+      }
       if (session.acl !== null && !session.acl.publish(topic)) {
         drop(client, packet, tenant, 'acl', callback)
         return
@@ -338,28 +361,35 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
 
     authorizeSubscribe(client: GatewayClient, sub: Subscription, callback) {
+      // Filters arrive mounted: SUBSCRIBE filters are mounted by the packet hook before aedes sees
+      // them (aedes stores a persistent session's whole SUBSCRIBE before this hook has run for all of
+      // its filters), and restored filters were stored mounted.
       const session = client[SESSION]
       if (session === undefined) {
         callback(new Error('Cannot subscribe as the client is not signed in'), null)
         return
       }
       const prefix = session.tenant.prefix
-      if (!client.connected) {
-        // Restoring a persistent session: the stored filter is mounted already. Check it again,
-        // as the rules may have changed while the device was away.
-        const relative = sub.topic.startsWith(prefix) ? sub.topic.slice(prefix.length) : null
-        const allowed = relative !== null && (session.acl === null || session.acl.subscribe(relative))
-        callback(null, allowed ? sub : null)
-        return
+      const relative = sub.topic.startsWith(prefix) ? sub.topic.slice(prefix.length) : null
+      let allowed =
+        relative !== null &&
+        relative.charCodeAt(0) !== 36 /* $ */ &&
+        (session.acl === null || session.acl.subscribe(relative))
+      if (allowed && client.subscriptions[sub.topic] === undefined) {
+        allowed = Object.keys(client.subscriptions).length < config.mqtt.maxSubscriptionsPerClient
       }
-      const denied =
-        sub.topic.charCodeAt(0) === 36 /* $ */ || (session.acl !== null && !session.acl.subscribe(sub.topic))
-      // Mount even a refused filter: aedes stores the whole SUBSCRIBE of a persistent session as
-      // sent, refused entries included, so an unmounted one would match other tenants' topics in the
-      // offline queue. A refused entry is stored at QoS 0 (queues nothing) and refused again on restore.
-      sub.topic = prefix + sub.topic
-      if (denied) {
+      if (!allowed) {
+        // aedes stores a persistent session's whole SUBSCRIBE, refused entries included, possibly
+        // before this hook ran for them. Stored at QoS 0 a refused entry queues nothing, and on
+        // restore this hook refuses it again.
         sub.qos = 0
+        if (!client.clean && relative !== null) {
+          options.persistence
+            .addSubscriptions(client, [{ topic: sub.topic, qos: 0 }])
+            .catch((error: unknown) => {
+              logger.warn({ err: error }, 'could not store a refused subscription at QoS 0')
+            })
+        }
         callback(null, null) // SUBACK 0x80
         return
       }
@@ -390,18 +420,64 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   aedes.on('connectionError', (_client: Client, error: Error) => {
     logger.debug({ err: error.message }, 'connection error')
   })
+  // aedes reports failures of its own background work (stored wills, persistence) here; without a
+  // listener an EventEmitter 'error' would end the process.
+  const events = aedes as unknown as NodeJS.EventEmitter
+  events.on('error', (error: Error) => {
+    logger.error({ err: error }, 'broker error')
+  })
+  // The granted-QoS cache of a client is stale once its subscriptions change.
+  const forgetGranted = (_subs: unknown, client: GatewayClient) => client[GRANTED]?.clear()
+  events.on('subscribe', forgetGranted)
+  events.on('unsubscribe', forgetGranted)
 
-  async function verify(pending: Pending, password: Buffer | undefined): Promise<boolean> {
+  /** Verifies a device's secret; resolves with the device record, or null when it does not match. */
+  async function verify(
+    pending: Pending,
+    password: Buffer | undefined,
+  ): Promise<{ secretHash: string } | null> {
     const tenantId = pending.tenantId as string
-    if (pending.anonymous) return tenantState(tenantId) !== undefined
+    if (pending.anonymous) return tenantState(tenantId) === undefined ? null : { secretHash: '' }
     const device = tenants.has(tenantId) ? store.getDevice(tenantId, pending.deviceId) : undefined
     const secret = password === undefined ? '' : password.toString('utf8')
     const ok = await hasher.verify(device?.secretHash ?? (await dummyHash), secret)
-    return ok && device !== undefined && password !== undefined
+    return ok && device !== undefined && password !== undefined ? device : null
   }
 
-  function willAllowed(topic: string, acl: Acl | null): boolean {
-    return topic.charCodeAt(0) !== 36 && (acl === null || acl.publish(topic))
+  function willAllowed(pending: Pending, tenant: TenantState, acl: Acl | null): boolean {
+    const topic = pending.willTopic as string
+    return (
+      topic.charCodeAt(0) !== 36 &&
+      !tooDeep(topic) &&
+      pending.willBytes <= tenant.quotas.maxPayloadBytes &&
+      (acl === null || acl.publish(topic))
+    )
+  }
+
+  /**
+   * Lets a will through only while its tenant exists and its rules still allow it: a will stored by
+   * an earlier run (`client` null) or one of a device whose tenant or rules changed is routed
+   * nowhere instead. Refusing with an error would make aedes retry a stored will forever.
+   */
+  function authorizeWill(client: GatewayClient | null, packet: PublishPacket): void {
+    let allowed: boolean
+    if (client === null) {
+      const slash = packet.topic.indexOf('/')
+      allowed = slash > 0 && tenants.has(packet.topic.slice(0, slash))
+    } else {
+      const session = client[SESSION]
+      const tenant = session?.tenant
+      allowed =
+        session !== undefined &&
+        tenant !== undefined &&
+        tenants.get(tenant.id) === tenant &&
+        packet.topic.startsWith(tenant.prefix) &&
+        (session.acl === null || session.acl.publish(packet.topic.slice(tenant.prefix.length)))
+    }
+    if (!allowed) {
+      packet.topic = DROPPED_TOPIC
+      packet.retain = false
+    }
   }
 
   function takeToken(tenant: TenantState, qos: number): number {
@@ -450,18 +526,36 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   }
 
   // aedes caps QoS only for an exact-topic subscription; compute the largest QoS granted by any of
-  // this client's matching subscriptions (MQTT 3.1.1 section 3.8.4: min(published, granted)).
+  // this client's matching subscriptions (MQTT 3.1.1 section 3.8.4: min(published, granted)). The
+  // answer per topic is cached until the client's subscriptions change.
   function grantedQos(client: GatewayClient, topic: string, qos: number): number {
-    const subscriptions = client.subscriptions
-    const exact = subscriptions[topic]
-    let granted = exact === undefined ? -1 : exact.qos
-    if (granted < qos) {
-      for (const filter in subscriptions) {
-        const sub = subscriptions[filter] as { qos: number }
-        if (sub.qos > granted && filterCovers(filter, topic)) granted = sub.qos
+    let cache = client[GRANTED]
+    if (cache === undefined) {
+      cache = new Map()
+      client[GRANTED] = cache
+    }
+    let granted = cache.get(topic)
+    if (granted === undefined) {
+      const subscriptions = client.subscriptions
+      granted = subscriptions[topic]?.qos ?? -1
+      if (granted < 2) {
+        for (const filter in subscriptions) {
+          const sub = subscriptions[filter] as { qos: number }
+          if (sub.qos > granted && filterCovers(filter, topic)) granted = sub.qos
+        }
+      }
+      if (topic.length <= MAX_CACHED_TOPIC_CHARS) {
+        if (cache.size >= MAX_CACHED_TOPICS) cache.clear()
+        cache.set(topic, granted)
       }
     }
     return granted < 0 ? qos : Math.min(qos, granted)
+  }
+
+  function closeWithoutWill(client: GatewayClient): void {
+    client.will = null
+    client._will = null
+    client.close()
   }
 
   const servers: Array<Server | WebSocketServer> = []
@@ -480,11 +574,36 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         logger.debug({ address, reason }, 'closed a connection for a protocol violation')
       },
       onPacket: (packet) => {
-        // UNSUBSCRIBE has no aedes hook: mount its filters here, with the tenant named at CONNECT.
-        if (packet.cmd === 'unsubscribe') {
-          const tenantId = client[PENDING]?.tenantId
-          const prefix = tenantId === null || tenantId === undefined ? '\u0000/' : `${tenantId}/`
-          packet.unsubscriptions = packet.unsubscriptions.map((filter: string) => prefix + filter)
+        switch (packet.cmd) {
+          case 'connect':
+            // The tenant a client names, read as its CONNECT is parsed: later packets of the same read
+            // are parsed before aedes runs the connect hooks, and their filters must be mounted.
+            client[PENDING] = identify(packet.username, config.mqtt.anonymousTenant)
+            break
+          case 'subscribe':
+          case 'unsubscribe': {
+            // aedes has no hook for UNSUBSCRIBE, and stores a persistent session's SUBSCRIBE before
+            // its authorizeSubscribe hook has seen every filter: mount the filters here, once, with
+            // the tenant named at CONNECT (the connection closes unless that tenant signs it in).
+            const tenantId = client[PENDING]?.tenantId
+            const prefix = tenantId === null || tenantId === undefined ? '\u0000/' : `${tenantId}/`
+            const filters = packet.cmd === 'subscribe' ? packet.subscriptions : packet.unsubscriptions
+            if (filters.length > config.mqtt.maxFiltersPerSubscribe) {
+              throw new Error(
+                `Cannot accept ${packet.cmd.toUpperCase()} as it has ${filters.length} topic filters, more than ${config.mqtt.maxFiltersPerSubscribe}`,
+              )
+            }
+            if (packet.cmd === 'subscribe') {
+              for (const sub of packet.subscriptions) {
+                if (tooDeep(sub.topic))
+                  throw new Error(`Cannot accept SUBSCRIBE as a filter has over ${MAX_LEVELS} levels`)
+                sub.topic = prefix + sub.topic
+              }
+            } else {
+              packet.unsubscriptions = packet.unsubscriptions.map((filter: string) => prefix + filter)
+            }
+            break
+          }
         }
       },
     })
@@ -542,16 +661,22 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
     removeTenant(tenantId) {
       const tenant = tenants.get(tenantId)
+      // Forgotten first, so wills published while the clients close are routed nowhere.
       tenants.delete(tenantId)
-      if (tenant !== undefined) for (const client of tenant.clients) client.close()
+      if (tenant !== undefined)
+        for (const client of tenant.clients as Set<GatewayClient>) closeWithoutWill(client)
       options.persistence.deleteClientsWithPrefix(`${tenantId}/`)
       metrics.removeTenant(tenantId)
     },
-    disconnectDevice(tenantId, deviceId) {
+    disconnectDevice(tenantId, deviceId, why) {
       const tenant = tenants.get(tenantId)
       if (tenant === undefined) return
       for (const client of tenant.clients as Set<GatewayClient>) {
-        if (client[SESSION]?.deviceId === deviceId) client.close()
+        if (client[SESSION]?.deviceId !== deviceId) continue
+        // A removed device is gone, not dead: its will is not published. A rotated one is cut off
+        // by the server like any unexpected close, so its will is.
+        if (why === 'removed') closeWithoutWill(client)
+        else client.close()
       }
     },
     connections: (tenantId) => tenants.get(tenantId)?.clients.size ?? 0,
@@ -586,6 +711,7 @@ function identify(username: string | undefined, anonymousTenant: string | null):
     rejectCode: 0,
     rejectReason: null,
     willTopic: null,
+    willBytes: 0,
   }
   if (username === undefined) {
     if (anonymousTenant !== null) {

@@ -72,6 +72,10 @@ export const configSchema = z
           .min(1024)
           .max(268_435_455)
           .default(16 * 1024 * 1024),
+        /** Topic filters in one SUBSCRIBE or UNSUBSCRIBE; more close the connection. */
+        maxFiltersPerSubscribe: z.number().int().min(1).max(10_000).default(100),
+        /** Subscriptions one client may hold; more are refused with SUBACK 0x80. */
+        maxSubscriptionsPerClient: z.number().int().min(1).max(100_000).default(1_000),
         /** Outgoing messages queued per connection before it is treated as stalled (aedes `queueLimit`). */
         queueLimit: z.number().int().min(1).max(100_000).default(42),
       })
@@ -81,6 +85,11 @@ export const configSchema = z
       .object({
         /** The API (and later the UI). 0 picks any free port. */
         port: port.default(8080),
+        /**
+         * Serve `/metrics` without a token. Off by default: the series name every tenant and its
+         * traffic, which is for the operator; Prometheus sends the admin token as a bearer token.
+         */
+        publicMetrics: z.boolean().default(false),
         /** Largest request body accepted, in bytes. */
         maxBodyBytes: z
           .number()

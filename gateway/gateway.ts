@@ -90,6 +90,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       metrics,
       defaultQuotas: config.tenantDefaults.quotas,
       maxBodyBytes: config.http.maxBodyBytes,
+      publicMetrics: config.http.publicMetrics,
     })
     const http = await new Promise<ServerType>((resolvePromise, reject) => {
       const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.host }, () =>

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { GATEWAY_ERROR_CODES, GatewayError } from './errors.ts'
@@ -39,8 +39,9 @@ export interface PasswordHasherOptions {
 
 /**
  * Hashes and verifies device secrets with Argon2id (libsodium `crypto_pwhash_str`) in a worker
- * thread, so a burst of CONNECTs never stalls the broker's event loop. Verified secrets are
- * remembered as an HMAC under a per-process key, so a device that reconnects costs one HMAC.
+ * thread, so a burst of CONNECTs never stalls the broker's event loop. Verified pairs of hash
+ * and secret are remembered as an HMAC under a per-process key, so a device that reconnects with
+ * its right secret costs one HMAC, while a wrong secret always costs a full check.
  */
 export interface PasswordHasher {
   hash(secret: string): Promise<string>
@@ -73,8 +74,10 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
   let nextId = 1
   let closed = false
   const cacheKey = randomBytes(32)
-  // hash -> HMAC(secret) for secrets that verified; a new hash (rotation) never matches an old entry.
-  const verified = new Map<string, Buffer>()
+  // HMAC(hash, secret) of pairs that verified. Keyed by both, so a wrong secret is never answered
+  // from the cache: it always costs a full Argon2id check, and the time to refuse it says nothing
+  // about whether the device exists or was online. A new hash (rotation) never matches an old entry.
+  const verified = new Set<string>()
 
   worker.on('message', (message: { id?: number; result?: string | boolean; error?: string }) => {
     if (message.id === undefined) return
@@ -112,17 +115,18 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
     }) as Promise<string | boolean>
   }
 
-  const mac = (secret: string): Buffer => createHmac('sha256', cacheKey).update(secret).digest()
+  const mac = (hash: string, secret: string): string =>
+    createHmac('sha256', cacheKey).update(hash).update('\u0000').update(secret).digest('base64')
 
   const hasher: PasswordHasher = {
     hash: async (secret) => (await run({ kind: 'hash', secret })) as string,
     verify: async (hash, secret) => {
-      const known = verified.get(hash)
-      if (known !== undefined) return timingSafeEqual(known, mac(secret))
+      const key = mac(hash, secret)
+      if (verified.has(key)) return true
       const ok = (await run({ kind: 'verify', hash, secret })) as boolean
       if (ok) {
         if (verified.size >= VERIFIED_CACHE_ENTRIES) verified.clear()
-        verified.set(hash, mac(secret))
+        verified.add(key)
       }
       return ok
     },

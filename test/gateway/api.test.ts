@@ -130,14 +130,26 @@ describe('management API', () => {
     expect((await gw.api('GET', '/tenants/acme/devices/d/acl')).body.rules).toEqual([])
   })
 
-  test('/metrics exposes per-tenant series in Prometheus text format', async () => {
+  test('/metrics needs the admin token and exposes per-tenant series in Prometheus text format', async () => {
     await using gw = await startGateway()
     await gw.provision('acme', [])
-    const response = await fetch(`${gw.addresses.httpUrl}/metrics`)
+    expect((await fetch(`${gw.addresses.httpUrl}/metrics`)).status).toBe(401)
+    const tenantToken = await fetch(`${gw.addresses.httpUrl}/metrics`, {
+      headers: { authorization: 'Bearer nope' },
+    })
+    expect(tenantToken.status).toBe(401)
+    const response = await fetch(`${gw.addresses.httpUrl}/metrics`, {
+      headers: { authorization: `Bearer ${gw.adminToken}` },
+    })
     expect(response.headers.get('content-type')).toMatch(/text\/plain/)
     const text = await response.text()
     expect(text).toMatch(/taureau_connections\{tenant="acme"\} 0/)
     expect(text).toMatch(/taureau_messages_received_total\{tenant="acme"\} 0/)
     expect(text).toMatch(/taureau_process_cpu_seconds_total/)
   })
+})
+
+test('http.publicMetrics serves /metrics without a token', async () => {
+  await using gw = await startGateway({ http: { publicMetrics: true } })
+  expect((await fetch(`${gw.addresses.httpUrl}/metrics`)).status).toBe(200)
 })

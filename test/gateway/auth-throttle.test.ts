@@ -11,11 +11,32 @@ test('failures past the free ones double the delay up to the cap; other addresse
   const throttle = createAuthThrottle({ freeFailures: 2, baseDelayMs: 100, maxDelayMs: 1000, now: clock.now })
   const delays: number[] = []
   for (let i = 0; i < 7; i++) {
+    expect(throttle.enter('10.0.0.1')).toBe(true)
     delays.push(throttle.delayFor('10.0.0.1'))
     throttle.recordFailure('10.0.0.1')
   }
   expect(delays).toEqual([0, 0, 100, 200, 400, 800, 1000])
+  expect(throttle.enter('10.0.0.2')).toBe(true)
   expect(throttle.delayFor('10.0.0.2')).toBe(0)
+})
+
+test('parallel attempts count as failures for the delay, and past the in-flight bound are refused', () => {
+  const throttle = createAuthThrottle({
+    freeFailures: 1,
+    baseDelayMs: 100,
+    maxDelayMs: 10_000,
+    maxInFlight: 3,
+  })
+  expect(throttle.enter('a')).toBe(true)
+  expect(throttle.delayFor('a')).toBe(0)
+  expect(throttle.enter('a')).toBe(true)
+  expect(throttle.delayFor('a')).toBe(100)
+  expect(throttle.enter('a')).toBe(true)
+  expect(throttle.delayFor('a')).toBe(200)
+  expect(throttle.enter('a')).toBe(false)
+  throttle.recordFailure('a') // the refused one
+  throttle.recordSuccess('a')
+  expect(throttle.enter('a')).toBe(true)
 })
 
 test('a success clears the address and failures are forgotten after the window', () => {
@@ -26,9 +47,12 @@ test('a success clears the address and failures are forgotten after the window',
     forgetAfterMs: 60_000,
     now: clock.now,
   })
-  throttle.recordFailure('a')
-  throttle.recordFailure('b')
+  for (const address of ['a', 'b']) {
+    throttle.enter(address)
+    throttle.recordFailure(address)
+  }
   expect(throttle.delayFor('a')).toBeGreaterThan(0)
+  throttle.enter('a')
   throttle.recordSuccess('a')
   expect(throttle.delayFor('a')).toBe(0)
   clock.advance(60_001)
@@ -37,9 +61,10 @@ test('a success clears the address and failures are forgotten after the window',
 
 test('the number of tracked addresses is bounded: the oldest is forgotten', () => {
   const throttle = createAuthThrottle({ freeFailures: 0, maxDelayMs: 10_000, maxAddresses: 2 })
-  throttle.recordFailure('a')
-  throttle.recordFailure('b')
-  throttle.recordFailure('c')
+  for (const address of ['a', 'b', 'c']) {
+    throttle.enter(address)
+    throttle.recordFailure(address)
+  }
   expect(throttle.delayFor('a')).toBe(0)
   expect(throttle.delayFor('b')).toBeGreaterThan(0)
   expect(throttle.delayFor('c')).toBeGreaterThan(0)

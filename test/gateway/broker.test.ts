@@ -7,6 +7,7 @@ import {
   collect,
   connackCode,
   connect,
+  metricsText,
   startGateway,
   subscribeGranted,
   until,
@@ -33,7 +34,7 @@ describe('authentication', () => {
     expect(await connackCode(gw.mqttUrl, { username: 'sensor-1@other', password: secret })).toBe(5)
     expect(await connackCode(gw.mqttUrl, { username: 'sensor-1', password: secret })).toBe(5)
     expect(await connackCode(gw.mqttUrl, {})).toBe(5)
-    const metrics = await (await fetch(`${gw.addresses.httpUrl}/metrics`)).text()
+    const metrics = await metricsText(gw)
     expect(metrics).toMatch(/taureau_connect_refused_total\{tenant="acme",reason="bad_credentials"\} 2/)
     expect(metrics).toMatch(/taureau_connect_refused_total\{tenant="unknown",reason="bad_credentials"\} 3/)
   })
@@ -237,7 +238,7 @@ describe('tenant isolation', () => {
     await client.publishAsync('ok', 'y', { qos: 1 })
     await until(() => got.length === 1, 'the allowed message')
     expect(got).toEqual([['ok', 'y']])
-    const metrics = await (await fetch(`${gw.addresses.httpUrl}/metrics`)).text()
+    const metrics = await metricsText(gw)
     expect(metrics).toMatch(/taureau_messages_dropped_total\{tenant="alpha",reason="reserved_topic"\} 1/)
     await client.endAsync()
   })
@@ -273,7 +274,7 @@ describe('ACL rules', () => {
     await until(() => got.length === 1, 'the allowed message')
     expect(got).toEqual([['data/1', 'fine']])
     expect(sensor.connected).toBe(true)
-    const metrics = await (await fetch(`${gw.addresses.httpUrl}/metrics`)).text()
+    const metrics = await metricsText(gw)
     expect(metrics).toMatch(/taureau_messages_dropped_total\{tenant="alpha",reason="acl"\} 1/)
     await Promise.all([app.endAsync(), sensor.endAsync()])
   })
@@ -363,7 +364,7 @@ describe('quotas', () => {
     device.publish('big', 'y'.repeat(100), { qos: 1 })
     await gone
     device.end(true)
-    const metrics = await (await fetch(`${gw.addresses.httpUrl}/metrics`)).text()
+    const metrics = await metricsText(gw)
     expect(metrics).toMatch(/taureau_messages_dropped_total\{tenant="alpha",reason="payload_size"\} 2/)
     await app.endAsync()
   })

@@ -153,3 +153,12 @@ export function subscribeGranted(
     client.subscribe(filters, () => {})
   })
 }
+
+/** The gateway's Prometheus text, fetched with the admin token. */
+export async function metricsText(gw: Gateway): Promise<string> {
+  const response = await fetch(`${gw.addresses.httpUrl}/metrics`, {
+    headers: { authorization: `Bearer ${gw.adminToken}` },
+  })
+  if (response.status !== 200) throw new Error(`GET /metrics answered ${response.status}`)
+  return response.text()
+}
