@@ -132,6 +132,14 @@ export interface SqlitePersistence {
    * whose id starts with `prefix`, and every retained message whose topic starts with it: what a
    * deleted tenant leaves behind (`deleteClientsWithPrefix('acme/')`). One transaction.
    */
+  /** Whether a retained message is stored under `topic`. */
+  hasRetained(topic: string): boolean
+  /** Retained messages stored under the first topic level `level`. */
+  retainedCount(level: string): number
+  /** Persistent sessions with stored subscriptions whose client id starts with `prefix`. */
+  sessionCount(prefix: string): number
+  /** Whether the client id has a persistent session with stored subscriptions. */
+  hasSession(clientId: string): boolean
   deleteClientsWithPrefix(prefix: string): void
   /**
    * Releases the in-memory state; later calls reject. Does not close the database, which belongs
@@ -308,6 +316,11 @@ function _prepareStatements(db: Database.Database) {
       `INSERT OR REPLACE INTO mqtt_retained (${PACKET_COLUMN_NAMES}) VALUES (${PACKET_COLUMN_PARAMS})`,
     ),
     deleteRetained: db.prepare<[string]>('DELETE FROM mqtt_retained WHERE topic = ?'),
+    hasRetained: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM mqtt_retained WHERE topic = ?'),
+    countRetainedByLevel: db.prepare<[], { level: string; n: number }>(
+      `SELECT CASE WHEN instr(topic, '/') = 0 THEN topic ELSE substr(topic, 1, instr(topic, '/') - 1) END AS level,
+              COUNT(*) AS n FROM mqtt_retained GROUP BY level`,
+    ),
     retainedFrom: db.prepare<[string, string | Buffer, number], _RetainedRow>(
       'SELECT * FROM mqtt_retained WHERE topic >= ? AND topic < ? ORDER BY topic LIMIT ?',
     ),
@@ -418,6 +431,8 @@ class _SqlitePersistence implements SqlitePersistence {
   >
   // clientId -> topic -> subscription, in subscription order; mirrors mqtt_subscriptions.
   readonly #subscriptions = new Map<string, Map<string, _StoredSubscription>>()
+  // Retained messages per first topic level (the gateway's tenant), kept exact by storeRetained.
+  readonly #retainedPerLevel = new Map<string, number>()
   // QoS 1/2 subscriptions only: a QoS 0 subscription is restored on reconnect but queues nothing.
   readonly #trie = new QlobberSub(QLOBBER_OPTIONS)
   // clientId -> rows in mqtt_outgoing, so the bound costs no COUNT(*) per message.
@@ -451,6 +466,8 @@ class _SqlitePersistence implements SqlitePersistence {
         return { counts, dropped }
       },
     )
+    for (const row of this.#statements.countRetainedByLevel.iterate())
+      this.#retainedPerLevel.set(row.level, row.n)
     for (const row of this.#statements.loadSubscriptions.iterate()) {
       const clientId = row.client_id
       let stored = this.#subscriptions.get(clientId)
@@ -493,12 +510,39 @@ class _SqlitePersistence implements SqlitePersistence {
   async storeRetained(packet: PersistedPacket): Promise<void> {
     this.#assertOpen('store a retained message')
     const topic = _requireTopic(packet, 'store a retained message')
+    const level = _firstLevel(topic)
+    const count = this.#retainedPerLevel.get(level) ?? 0
     // [MQTT-3.3.1-10]: a retained message with an empty payload removes the retained message.
     if ((packet.payload?.length ?? 0) === 0) {
-      this.#statements.deleteRetained.run(topic)
+      if (this.#statements.deleteRetained.run(topic).changes > 0) this.#retainedPerLevel.set(level, count - 1)
       return
     }
+    const existed = this.#statements.hasRetained.get(topic) !== undefined
     this.#statements.upsertRetained.run({ ..._encodePacket(packet, _allFields), topic })
+    if (!existed) this.#retainedPerLevel.set(level, count + 1)
+  }
+
+  /** Whether a retained message is stored under `topic` (a mounted topic). */
+  hasRetained(topic: string): boolean {
+    this.#assertOpen('read retained messages')
+    return this.#statements.hasRetained.get(topic) !== undefined
+  }
+
+  /** Retained messages stored under the first topic level `level` (a tenant id, for the gateway). */
+  retainedCount(level: string): number {
+    return this.#retainedPerLevel.get(level) ?? 0
+  }
+
+  /** Persistent sessions with stored subscriptions whose client id starts with `prefix`. */
+  sessionCount(prefix: string): number {
+    let count = 0
+    for (const clientId of this.#subscriptions.keys()) if (clientId.startsWith(prefix)) count++
+    return count
+  }
+
+  /** Whether the client id has a persistent session with stored subscriptions. */
+  hasSession(clientId: string): boolean {
+    return this.#subscriptions.has(clientId)
   }
 
   createRetainedStream(pattern: string): Readable {
@@ -749,6 +793,8 @@ class _SqlitePersistence implements SqlitePersistence {
       s.deleteWillsRange.run(prefix, upper)
       s.deleteRetainedRange.run(prefix, upper)
     })
+    this.#retainedPerLevel.clear()
+    for (const row of s.countRetainedByLevel.iterate()) this.#retainedPerLevel.set(row.level, row.n)
     for (const clientId of [...this.#subscriptions.keys()]) {
       if (clientId.startsWith(prefix)) this.#forgetSubscriptions(clientId)
     }
@@ -1031,4 +1077,9 @@ function _decodeWill(row: _WillRow): PersistedPacket {
   const will = _decodePlain(row)
   will.clientId = row.client_id
   return will
+}
+
+function _firstLevel(topic: string): string {
+  const slash = topic.indexOf('/')
+  return slash === -1 ? topic : topic.slice(0, slash)
 }

@@ -282,6 +282,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               callback(refuse(pending, 'connection_quota', 3, message), false)
               return
             }
+            // A new persistent session past the tenant's bound is refused; an existing one resumes.
+            if (
+              !client.clean &&
+              !options.persistence.hasSession(client.id) &&
+              options.persistence.sessionCount(tenant.prefix) >= tenant.quotas.maxPersistentSessions
+            ) {
+              const message = `Cannot connect as tenant '${tenant.id}' is at its persistent session quota`
+              callback(refuse(pending, 'session_quota', 3, message), false)
+              return
+            }
             const acl = compileAcl(
               pending.anonymous ? [] : store.listAclRules(tenant.id, pending.deviceId),
               tenant.rules,
@@ -354,6 +364,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return
       }
       packet.topic = tenant.prefix + topic
+      if (packet.retain && bytes > 0 && !retainedFits(tenant, packet.topic)) {
+        // Past the tenant's retained bound the message is still delivered, only not kept.
+        packet.retain = false
+        tenant.counters.drops.retained_quota++
+      }
       tenant.counters.messagesIn++
       tenant.counters.bytesIn += bytes
       if (waitMs === 0) callback(null)
@@ -478,6 +493,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       packet.topic = DROPPED_TOPIC
       packet.retain = false
     }
+  }
+
+  function retainedFits(tenant: TenantState, topic: string): boolean {
+    const persistence = options.persistence
+    return (
+      persistence.retainedCount(tenant.id) < tenant.quotas.maxRetainedMessages ||
+      persistence.hasRetained(topic)
+    )
   }
 
   function takeToken(tenant: TenantState, qos: number): number {

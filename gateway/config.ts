@@ -14,6 +14,10 @@ const quotaFields = {
   maxMessagesPerSec: z.number().int().min(1).max(10_000_000),
   /** Burst above the rate, in messages; defaults to one second's worth. */
   burstMessages: z.number().int().min(1).max(10_000_000),
+  /** Retained messages the tenant may store; past it new retained topics are delivered but not kept. */
+  maxRetainedMessages: z.number().int().min(0).max(10_000_000),
+  /** Persistent sessions (clean session 0, with subscriptions) the tenant may keep. */
+  maxPersistentSessions: z.number().int().min(0).max(1_000_000),
   /** Largest PUBLISH payload accepted, in bytes. */
   maxPayloadBytes: z
     .number()
@@ -29,6 +33,8 @@ export const quotasSchema = z
     maxMessagesPerSec: quotaFields.maxMessagesPerSec.default(1_000),
     burstMessages: quotaFields.burstMessages.optional(),
     maxPayloadBytes: quotaFields.maxPayloadBytes.default(256 * 1024),
+    maxRetainedMessages: quotaFields.maxRetainedMessages.default(10_000),
+    maxPersistentSessions: quotaFields.maxPersistentSessions.default(1_000),
   })
   .strict()
 
@@ -39,6 +45,8 @@ export const quotaOverridesSchema = z
     maxMessagesPerSec: quotaFields.maxMessagesPerSec.optional(),
     burstMessages: quotaFields.burstMessages.optional(),
     maxPayloadBytes: quotaFields.maxPayloadBytes.optional(),
+    maxRetainedMessages: quotaFields.maxRetainedMessages.optional(),
+    maxPersistentSessions: quotaFields.maxPersistentSessions.optional(),
   })
   .strict()
 

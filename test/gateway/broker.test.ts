@@ -401,4 +401,45 @@ describe('quotas', () => {
     expect(gw.metrics.tenant('alpha').drops.rate).toBe(0)
     await device.endAsync()
   })
+
+  test('retained messages past the quota are delivered but not kept; replacing a kept one still works', async () => {
+    await using gw = await startGateway()
+    const s = await gw.provision('alpha', ['d'], { maxRetainedMessages: 2 })
+    const device = await connect(gw.mqttUrl, { username: 'd@alpha', password: s.d as string })
+    const live = collect(device)
+    await device.subscribeAsync('#', { qos: 1 })
+    for (const topic of ['r/1', 'r/2', 'r/3'])
+      await device.publishAsync(topic, 'v1', { qos: 1, retain: true })
+    await device.publishAsync('r/1', 'v2', { qos: 1, retain: true })
+    await until(() => live.length === 4, 'the live deliveries')
+    expect(gw.metrics.tenant('alpha').drops.retained_quota).toBe(1)
+    const later = await connect(gw.mqttUrl, {
+      username: 'd@alpha',
+      password: s.d as string,
+      clientId: 'later',
+    })
+    const kept = collect(later)
+    await later.subscribeAsync('r/+', { qos: 1 })
+    await later.publishAsync('marker', 'm', { qos: 1 })
+    await until(() => kept.length >= 2, 'the retained messages')
+    expect(kept.sort()).toEqual([
+      ['r/1', 'v2'],
+      ['r/2', 'v1'],
+    ])
+    await Promise.all([device.endAsync(), later.endAsync()])
+  })
+
+  test('new persistent sessions past the quota get CONNACK 3; existing ones resume', async () => {
+    await using gw = await startGateway()
+    const s = await gw.provision('alpha', ['d'], { maxPersistentSessions: 1 })
+    const options = { username: 'd@alpha', password: s.d as string, clean: false }
+    const first = await connect(gw.mqttUrl, { ...options, clientId: 'one' })
+    await first.subscribeAsync('x', { qos: 1 })
+    await first.endAsync()
+    expect(await connackCode(gw.mqttUrl, { ...options, clientId: 'two' })).toBe(3)
+    expect(await connackCode(gw.mqttUrl, { ...options, clientId: 'one' })).toBe(0)
+    expect(
+      await connackCode(gw.mqttUrl, { username: 'd@alpha', password: s.d as string, clientId: 'clean' }),
+    ).toBe(0)
+  })
 })
