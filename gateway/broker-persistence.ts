@@ -701,6 +701,9 @@ class _SqlitePersistence implements SqlitePersistence {
   ): Promise<PersistedPacket | undefined> {
     this.#assertOpen('remove a queued message')
     const clientId = client.id
+    // aedes calls this on every PUBACK/PUBCOMP, mostly for clients that have nothing queued (clean
+    // sessions never do): the in-memory count answers those without a query.
+    if (!this.#queued.has(clientId)) return undefined
     // aedes-persistence's own suite passes a bare number here; it must find nothing, not throw.
     const messageId = typeof packet === 'object' && packet !== null ? (packet.messageId ?? null) : null
     const row = this.#statements.findOutgoingByMessageId.get(clientId, messageId)
