@@ -124,26 +124,42 @@ function table(rows: Array<Record<string, unknown>>, columns: string[]): string 
   return [line(columns.map((column) => column.toUpperCase())), ...cells.map(line)].join('\n')
 }
 
+/** The quota options `tenant add` and `tenant quotas` take: flag, API key, help. */
+const QUOTA_OPTIONS = [
+  ['--max-connections <n>', 'maxConnections', 'connections at once'],
+  ['--max-messages-per-sec <n>', 'maxMessagesPerSec', 'publishes per second'],
+  ['--burst-messages <n>', 'burstMessages', 'burst above the rate'],
+  ['--max-payload-bytes <n>', 'maxPayloadBytes', 'largest payload'],
+  ['--max-retained-messages <n>', 'maxRetainedMessages', 'retained messages kept'],
+  ['--max-persistent-sessions <n>', 'maxPersistentSessions', 'persistent sessions kept'],
+] as const
+
+function withQuotaOptions(command: Command): Command {
+  for (const [flag, , help] of QUOTA_OPTIONS) command.option(flag, help, countArg)
+  return command
+}
+
+/** The quota values given as options, keyed as the API names them. */
+function quotasFromFlags(flags: Record<string, unknown>): Record<string, number> {
+  const quotas: Record<string, number> = {}
+  for (const [, key] of QUOTA_OPTIONS) {
+    const value = flags[key]
+    if (typeof value === 'number') quotas[key] = value
+  }
+  return quotas
+}
+
 const tenant = program.command('tenant').description('manage tenants')
-apiCommand(tenant, 'add', 'create a tenant')
-  .argument('<tenant>', 'tenant id')
-  .option('--max-connections <n>', 'connections at once', countArg)
-  .option('--max-messages-per-sec <n>', 'publishes per second', countArg)
-  .option('--max-payload-bytes <n>', 'largest payload', countArg)
-  .action((tenantId: string, flags: ApiFlags & Record<string, number | undefined>) => {
-    const quotas = Object.fromEntries(
-      Object.entries({
-        maxConnections: flags.maxConnections,
-        maxMessagesPerSec: flags.maxMessagesPerSec,
-        maxPayloadBytes: flags.maxPayloadBytes,
-      }).filter(([, value]) => value !== undefined),
-    )
+withQuotaOptions(apiCommand(tenant, 'add', 'create a tenant').argument('<tenant>', 'tenant id')).action(
+  (tenantId: string, flags: ApiFlags & Record<string, unknown>) => {
+    const quotas = quotasFromFlags(flags)
     return run(
       flags,
       (target) => callApi(target, 'POST', '/tenants', { id: tenantId, quotas }),
       () => `created tenant ${tenantId}`,
     )
-  })
+  },
+)
 apiCommand(tenant, 'list', 'list tenants').action((flags: ApiFlags) =>
   run(
     flags,
@@ -169,40 +185,32 @@ apiCommand(tenant, 'remove', 'delete a tenant with its devices, sessions and ret
     ),
   )
 
-apiCommand(tenant, 'quotas', "show a tenant's quotas, or set its own values with the options")
-  .argument('<tenant>', 'tenant id')
-  .option('--max-connections <n>', 'connections at once', countArg)
-  .option('--max-messages-per-sec <n>', 'publishes per second', countArg)
-  .option('--burst-messages <n>', 'burst above the rate', countArg)
-  .option('--max-payload-bytes <n>', 'largest payload', countArg)
-  .action((tenantId: string, flags: ApiFlags & Record<string, number | undefined>) => {
-    const given = Object.fromEntries(
-      Object.entries({
-        maxConnections: flags.maxConnections,
-        maxMessagesPerSec: flags.maxMessagesPerSec,
-        burstMessages: flags.burstMessages,
-        maxPayloadBytes: flags.maxPayloadBytes,
-      }).filter(([, value]) => value !== undefined),
-    )
-    const path = `/tenants/${encodeURIComponent(tenantId)}/quotas`
-    return run(
-      flags,
-      async (target) => {
-        if (Object.keys(given).length === 0) return callApi(target, 'GET', path)
-        const current = (await callApi(target, 'GET', path)) as { quotaOverrides: Record<string, number> }
-        return callApi(target, 'PUT', path, { ...current.quotaOverrides, ...given })
-      },
-      (result) => {
-        const { quotas, quotaOverrides } = result as {
-          quotas: Record<string, number>
-          quotaOverrides: Record<string, number>
-        }
-        return Object.entries(quotas)
-          .map(([key, value]) => `${key}: ${value}${key in quotaOverrides ? '' : ' (default)'}`)
-          .join('\n')
-      },
-    )
-  })
+withQuotaOptions(
+  apiCommand(tenant, 'quotas', "show a tenant's quotas, or set its own values with the options").argument(
+    '<tenant>',
+    'tenant id',
+  ),
+).action((tenantId: string, flags: ApiFlags & Record<string, unknown>) => {
+  const given = quotasFromFlags(flags)
+  const path = `/tenants/${encodeURIComponent(tenantId)}/quotas`
+  return run(
+    flags,
+    async (target) => {
+      if (Object.keys(given).length === 0) return callApi(target, 'GET', path)
+      const current = (await callApi(target, 'GET', path)) as { quotaOverrides: Record<string, number> }
+      return callApi(target, 'PUT', path, { ...current.quotaOverrides, ...given })
+    },
+    (result) => {
+      const { quotas, quotaOverrides } = result as {
+        quotas: Record<string, number>
+        quotaOverrides: Record<string, number>
+      }
+      return Object.entries(quotas)
+        .map(([key, value]) => `${key}: ${value}${key in quotaOverrides ? '' : ' (default)'}`)
+        .join('\n')
+    },
+  )
+})
 
 const acl = program.command('acl').description('read or replace the ACL rules of a tenant or one device')
 const aclPath = (tenantId: string, deviceId?: string) =>
