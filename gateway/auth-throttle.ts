@@ -20,17 +20,22 @@ export interface AuthThrottleOptions {
  * once, then each further attempt waits `baseDelayMs * 2^n` (capped) before it is even checked, so
  * guessing costs the guesser time and costs the gateway no hashing. Attempts still being checked
  * count as failures for the delay, so a burst of parallel guesses is slowed like a sequence of
- * them, and past `maxInFlight` parallel attempts an address is refused without a check. A success
- * clears the address's failures.
+ * them, and past `maxInFlight` parallel attempts an address is refused without a check. Failures
+ * are forgotten `forgetAfterMs` after the address's last one.
  */
 export interface AuthThrottle {
   /** Starts an attempt; false when the address has too many being checked (refuse it unchecked). */
   enter(address: string): boolean
   /** How long an attempt that entered must wait before it is checked, in ms. */
   delayFor(address: string): number
-  /** Ends an attempt that failed (or was refused unchecked, after `enter` returned false). */
+  /** Ends an attempt that failed. */
   recordFailure(address: string): void
-  /** Ends an attempt that succeeded. */
+  /** Counts an attempt that `enter` refused (it never entered) as a failure. */
+  recordRefused(address: string): void
+  /**
+   * Ends an attempt that succeeded. Failures are not cleared: anyone with one valid login could
+   * otherwise reset the count between guesses at other devices. They are forgotten with time.
+   */
   recordSuccess(address: string): void
 }
 
@@ -94,11 +99,15 @@ export function createAuthThrottle(options: AuthThrottleOptions): AuthThrottle {
       entry.failures++
       entry.lastFailureAt = now()
     },
+    recordRefused(address) {
+      const entry = touch(address)
+      entry.failures++
+      entry.lastFailureAt = now()
+    },
     recordSuccess(address) {
       const entry = entries.get(address)
       leave(entry)
-      if (entry !== undefined && entry.inFlight === 0) entries.delete(address)
-      else if (entry !== undefined) entry.failures = 0
+      if (entry !== undefined && entry.inFlight === 0 && entry.failures === 0) entries.delete(address)
     },
   }
 }

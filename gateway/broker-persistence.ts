@@ -136,8 +136,8 @@ export interface SqlitePersistence {
   hasRetained(topic: string): boolean
   /** Retained messages stored under the first topic level `level`. */
   retainedCount(level: string): number
-  /** Persistent sessions with stored subscriptions whose client id starts with `prefix`. */
-  sessionCount(prefix: string): number
+  /** Persistent sessions with stored subscriptions whose client id's first level is `level`. */
+  sessionCount(level: string): number
   /** Whether the client id has a persistent session with stored subscriptions. */
   hasSession(clientId: string): boolean
   deleteClientsWithPrefix(prefix: string): void
@@ -433,6 +433,8 @@ class _SqlitePersistence implements SqlitePersistence {
   readonly #subscriptions = new Map<string, Map<string, _StoredSubscription>>()
   // Retained messages per first topic level (the gateway's tenant), kept exact by storeRetained.
   readonly #retainedPerLevel = new Map<string, number>()
+  // Persistent sessions (client ids with stored subscriptions) per first level of the client id.
+  readonly #sessionsPerLevel = new Map<string, number>()
   // QoS 1/2 subscriptions only: a QoS 0 subscription is restored on reconnect but queues nothing.
   readonly #trie = new QlobberSub(QLOBBER_OPTIONS)
   // clientId -> rows in mqtt_outgoing, so the bound costs no COUNT(*) per message.
@@ -474,6 +476,7 @@ class _SqlitePersistence implements SqlitePersistence {
       if (stored === undefined) {
         stored = new Map()
         this.#subscriptions.set(clientId, stored)
+        this.#countSession(clientId, 1)
       }
       const record: _StoredSubscription = {
         qos: row.qos,
@@ -533,11 +536,9 @@ class _SqlitePersistence implements SqlitePersistence {
     return this.#retainedPerLevel.get(level) ?? 0
   }
 
-  /** Persistent sessions with stored subscriptions whose client id starts with `prefix`. */
-  sessionCount(prefix: string): number {
-    let count = 0
-    for (const clientId of this.#subscriptions.keys()) if (clientId.startsWith(prefix)) count++
-    return count
+  /** Persistent sessions with stored subscriptions whose client id's first level is `level`. */
+  sessionCount(level: string): number {
+    return this.#sessionsPerLevel.get(level) ?? 0
   }
 
   /** Whether the client id has a persistent session with stored subscriptions. */
@@ -588,6 +589,7 @@ class _SqlitePersistence implements SqlitePersistence {
     if (stored === undefined) {
       stored = new Map()
       this.#subscriptions.set(clientId, stored)
+      this.#countSession(clientId, 1)
     }
     for (const sub of subs) {
       const previous = stored.get(sub.topic)
@@ -616,7 +618,10 @@ class _SqlitePersistence implements SqlitePersistence {
       if (previous.qos > 0) this.#trie.remove(topic, { clientId, topic })
       stored.delete(topic)
     }
-    if (stored.size === 0) this.#subscriptions.delete(clientId)
+    if (stored.size === 0) {
+      this.#subscriptions.delete(clientId)
+      this.#countSession(clientId, -1)
+    }
   }
 
   async subscriptionsByClient(client: PersistenceClient): Promise<SubscriptionRecord[]> {
@@ -838,6 +843,14 @@ class _SqlitePersistence implements SqlitePersistence {
       if (record.qos > 0) this.#trie.remove(topic, { clientId, topic })
     }
     this.#subscriptions.delete(clientId)
+    this.#countSession(clientId, -1)
+  }
+
+  #countSession(clientId: string, delta: number): void {
+    const level = _firstLevel(clientId)
+    const count = (this.#sessionsPerLevel.get(level) ?? 0) + delta
+    if (count > 0) this.#sessionsPerLevel.set(level, count)
+    else this.#sessionsPerLevel.delete(level)
   }
 
   #countQueued(clientId: string, delta: number): void {

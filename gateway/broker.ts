@@ -241,11 +241,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       if (!throttle.enter(address)) {
         // Too many sign-ins from this address are being checked: refuse without hashing, so one
         // address cannot fill the hasher's queue and lock other devices out.
-        throttle.recordFailure(address)
+        throttle.recordRefused(address)
         callback(refuse(pending, 'busy', 3, 'Cannot connect as this address has sign-ins in progress'), false)
         return
       }
       const check = (): void => {
+        if (client.closed) {
+          // Gone while it waited out the delay: no hashing for a connection nobody will use.
+          throttle.recordFailure(address)
+          return
+        }
         verify(pending, password).then(
           (device) => {
             if (client.closed) {
@@ -286,7 +291,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             if (
               !client.clean &&
               !options.persistence.hasSession(client.id) &&
-              options.persistence.sessionCount(tenant.prefix) >= tenant.quotas.maxPersistentSessions
+              options.persistence.sessionCount(tenant.id) >= tenant.quotas.maxPersistentSessions
             ) {
               const message = `Cannot connect as tenant '${tenant.id}' is at its persistent session quota`
               callback(refuse(pending, 'session_quota', 3, message), false)
@@ -384,6 +389,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         callback(new Error('Cannot subscribe as the client is not signed in'), null)
         return
       }
+      client[GRANTED]?.clear()
       const prefix = session.tenant.prefix
       const relative = sub.topic.startsWith(prefix) ? sub.topic.slice(prefix.length) : null
       let allowed =
@@ -393,18 +399,17 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       if (allowed && client.subscriptions[sub.topic] === undefined) {
         allowed = Object.keys(client.subscriptions).length < config.mqtt.maxSubscriptionsPerClient
       }
+      // The first stored filter makes a new persistent session: the tenant's bound applies here too,
+      // as several new sessions may have passed the check at CONNECT before any subscribed.
+      if (allowed && !client.clean && client.connected && !options.persistence.hasSession(client.id)) {
+        allowed =
+          options.persistence.sessionCount(session.tenant.id) < session.tenant.quotas.maxPersistentSessions
+      }
       if (!allowed) {
         // aedes stores a persistent session's whole SUBSCRIBE, refused entries included, possibly
-        // before this hook ran for them. Stored at QoS 0 a refused entry queues nothing, and on
-        // restore this hook refuses it again.
+        // before this hook ran for them. At QoS 0 a refused entry queues nothing meanwhile; it is
+        // removed from the store once the SUBACK is sent (see the 'subscribe' listener).
         sub.qos = 0
-        if (!client.clean && relative !== null) {
-          options.persistence
-            .addSubscriptions(client, [{ topic: sub.topic, qos: 0 }])
-            .catch((error: unknown) => {
-              logger.warn({ err: error }, 'could not store a refused subscription at QoS 0')
-            })
-        }
         callback(null, null) // SUBACK 0x80
         return
       }
@@ -442,9 +447,20 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     logger.error({ err: error }, 'broker error')
   })
   // The granted-QoS cache of a client is stale once its subscriptions change.
-  const forgetGranted = (_subs: unknown, client: GatewayClient) => client[GRANTED]?.clear()
-  events.on('subscribe', forgetGranted)
-  events.on('unsubscribe', forgetGranted)
+  events.on('unsubscribe', (_topics: unknown, client: GatewayClient) => client[GRANTED]?.clear())
+  // After SUBACK (every filter decided and stored): erase refused filters that aedes stored with the
+  // session's SUBSCRIBE, so refusals take no room in the store, and clear the granted-QoS cache.
+  events.on('subscribe', (subs: Array<{ topic: string; qos: number }>, client: GatewayClient) => {
+    client[GRANTED]?.clear()
+    if (client.clean) return
+    const refused = subs
+      .filter((sub) => sub.qos === 128 && client.subscriptions[sub.topic] === undefined)
+      .map((sub) => sub.topic)
+    if (refused.length === 0) return
+    options.persistence.removeSubscriptions(client, refused).catch((error: unknown) => {
+      logger.warn({ err: error }, 'could not erase refused subscriptions')
+    })
+  })
 
   /** Verifies a device's secret; resolves with the device record, or null when it does not match. */
   async function verify(
@@ -492,6 +508,17 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     if (!allowed) {
       packet.topic = DROPPED_TOPIC
       packet.retain = false
+      return
+    }
+    const tenant = tenants.get(packet.topic.slice(0, packet.topic.indexOf('/')))
+    if (
+      packet.retain &&
+      tenant !== undefined &&
+      packet.payload.length > 0 &&
+      !retainedFits(tenant, packet.topic)
+    ) {
+      packet.retain = false
+      tenant.counters.drops.retained_quota++
     }
   }
 
@@ -578,6 +605,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   function closeWithoutWill(client: GatewayClient): void {
     client.will = null
     client._will = null
+    // aedes deletes a stored will only when it publishes it: delete it here, or a restart (a new
+    // broker id) would publish it as the will of a dead broker.
+    options.persistence.delWill({ id: client.id }).catch((error: unknown) => {
+      logger.warn({ err: error }, 'could not delete a will')
+    })
     client.close()
   }
 
