@@ -10,6 +10,11 @@ const { parentPort, workerData } = require('node:worker_threads')
 const sodium = require(workerData.sodiumPath)
 sodium.ready.then(() => {
   parentPort.on('message', (job) => {
+    // Asked to stop: messages are handled in order, so every job sent before this one is done.
+    if (job.kind === 'close') {
+      parentPort.close()
+      return
+    }
     try {
       const result = job.kind === 'hash'
         ? sodium.crypto_pwhash_str(job.secret, workerData.opsLimit, workerData.memLimitBytes)
@@ -87,6 +92,10 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
     if (message.error !== undefined) job.reject(new Error(message.error))
     else job.resolve(message.result as string | boolean)
   })
+  let workerExited = false
+  worker.once('exit', () => {
+    workerExited = true
+  })
   worker.on('error', (error) => {
     for (const job of jobs.values()) job.reject(error)
     jobs.clear()
@@ -136,7 +145,16 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
       for (const job of jobs.values())
         job.reject(new GatewayError(GATEWAY_ERROR_CODES.internal, 'Cannot hash as the hasher closed'))
       jobs.clear()
-      await worker.terminate()
+      // Let the worker finish and exit on its own: it is asked after its queued jobs, and only a
+      // worker that does not exit in time is terminated (terminating one mid-way through loading or
+      // running WebAssembly is what a clean shutdown should not depend on).
+      if (workerExited) return
+      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
+      worker.ref()
+      worker.postMessage({ kind: 'close' })
+      const timer = setTimeout(() => void worker.terminate(), 5_000)
+      await exited
+      clearTimeout(timer)
     },
     [Symbol.asyncDispose]: () => hasher.close(),
   }
