@@ -264,8 +264,11 @@ export function createApi(options: ApiOptions): Hono<Env> {
   api.delete('/tenants/:tenant/devices/:device', (c) => {
     const tenantId = tenantParam(c)
     const device = deviceParam(c, tenantId)
+    const sessions = store.listDeviceSessions(tenantId, device.deviceId)
     store.deleteDevice(tenantId, device.deviceId)
     broker.disconnectDevice(tenantId, device.deviceId, 'removed')
+    // The device's persistent sessions go with it: subscriptions, queued messages, wills.
+    broker.forgetSessions(sessions)
     return c.body(null, 204)
   })
   api.post('/tenants/:tenant/devices/:device/rotate', async (c) => {

@@ -132,6 +132,8 @@ export interface SqlitePersistence {
    * whose id starts with `prefix`, and every retained message whose topic starts with it: what a
    * deleted tenant leaves behind (`deleteClientsWithPrefix('acme/')`). One transaction.
    */
+  /** Deletes everything stored for one client id: its subscriptions, queue, QoS 2 state and will. */
+  deleteClient(clientId: string): void
   /** Whether a retained message is stored under `topic`. */
   hasRetained(topic: string): boolean
   /** Retained messages stored under the first topic level `level`. */
@@ -400,6 +402,7 @@ function _prepareStatements(db: Database.Database) {
       'DELETE FROM mqtt_incoming WHERE client_id = ? AND message_id = ?',
     ),
     deleteIncomingOfClient: db.prepare<[string]>('DELETE FROM mqtt_incoming WHERE client_id = ?'),
+    deleteOutgoingOfClient: db.prepare<[string]>('DELETE FROM mqtt_outgoing WHERE client_id = ?'),
     deleteIncomingRange: db.prepare<[string, string | Buffer]>(
       'DELETE FROM mqtt_incoming WHERE client_id >= ? AND client_id < ?',
     ),
@@ -809,6 +812,20 @@ class _SqlitePersistence implements SqlitePersistence {
     for (const clientId of [...this.#queued.keys()]) {
       if (clientId.startsWith(prefix)) this.#queued.delete(clientId)
     }
+  }
+
+  /** Deletes everything stored for one client id: its subscriptions, queue, QoS 2 state and will. */
+  deleteClient(clientId: string): void {
+    this.#assertOpen('delete a session')
+    const s = this.#statements
+    this.#transaction(() => {
+      s.deleteSubscriptions.run(clientId)
+      s.deleteOutgoingOfClient.run(clientId)
+      s.deleteIncomingOfClient.run(clientId)
+      s.deleteWill.run(clientId)
+    })
+    this.#forgetSubscriptions(clientId)
+    this.#queued.delete(clientId)
   }
 
   async destroy(): Promise<void> {

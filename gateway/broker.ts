@@ -53,6 +53,8 @@ export interface Broker {
   reloadTenant(tenantId: string): void
   /** Disconnects a deleted tenant's devices and erases its sessions and retained messages. */
   removeTenant(tenantId: string): void
+  /** Erases stored persistent sessions (mounted client ids), e.g. those of a removed device. */
+  forgetSessions(clientIds: readonly string[]): void
   /** Disconnects the connections of one device (after its removal or secret rotation). */
   disconnectDevice(tenantId: string, deviceId: string, why: 'removed' | 'rotated'): void
   /** Connections open per tenant. */
@@ -308,7 +310,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             client[SESSION] = { tenant, deviceId: pending.deviceId, anonymous: pending.anonymous, acl }
             tenant.clients.add(client)
             tenant.counters.connections = tenant.clients.size
-            if (!pending.anonymous) store.markDeviceSeen(tenant.id, pending.deviceId)
+            if (!pending.anonymous) {
+              store.markDeviceSeen(tenant.id, pending.deviceId)
+              if (!client.clean) store.recordDeviceSession(tenant.id, pending.deviceId, client.id)
+            }
             client.conn.once('close', () => {
               tenant.clients.delete(client)
               tenant.counters.connections = tenant.clients.size
@@ -733,6 +738,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         if (why === 'removed') closeWithoutWill(client)
         else client.close()
       }
+    },
+    forgetSessions(clientIds) {
+      for (const clientId of clientIds) options.persistence.deleteClient(clientId)
     },
     connections: (tenantId) => tenants.get(tenantId)?.clients.size ?? 0,
     onlineDevices(tenantId) {

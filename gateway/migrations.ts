@@ -43,4 +43,16 @@ export const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
     `)
     migrateBrokerPersistence(db)
   },
+  // 2: which device opened which persistent session, so removing a device removes its sessions.
+  (db) => {
+    db.exec(`
+      CREATE TABLE device_sessions (
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        client_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, client_id)
+      ) STRICT;
+      CREATE INDEX device_sessions_by_device ON device_sessions (tenant_id, device_id);
+    `)
+  },
 ]

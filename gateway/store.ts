@@ -74,6 +74,10 @@ export interface Store {
   listAclRules(tenantId: string, deviceId: string | null): AclRuleRecord[]
   /** Replaces the whole rule list atomically. */
   replaceAclRules(tenantId: string, deviceId: string | null, rules: readonly AclRuleRecord[]): void
+  /** Records that a device opened (or took over) the persistent session of a (mounted) client id. */
+  recordDeviceSession(tenantId: string, deviceId: string, clientId: string): void
+  /** The (mounted) client ids of the persistent sessions a device opened. */
+  listDeviceSessions(tenantId: string, deviceId: string): string[]
   createToken(tokenHash: string, tenantId: string | null, label: string): TokenRecord
   findToken(tokenHash: string): TokenRecord | undefined
   close(): void
@@ -145,6 +149,13 @@ export function createStore(options: StoreOptions): Store {
     insertAcl: db.prepare(
       'INSERT INTO acl_rules (tenant_id, device_id, position, action, filter, permission) VALUES (?, ?, ?, ?, ?, ?)',
     ),
+    recordSession: db.prepare(
+      'INSERT INTO device_sessions (tenant_id, client_id, device_id) VALUES (?, ?, ?) ON CONFLICT (tenant_id, client_id) DO UPDATE SET device_id = excluded.device_id',
+    ),
+    listSessions: db.prepare<[string, string], { client_id: string }>(
+      'SELECT client_id FROM device_sessions WHERE tenant_id = ? AND device_id = ? ORDER BY client_id',
+    ),
+    deleteSessions: db.prepare('DELETE FROM device_sessions WHERE tenant_id = ? AND device_id = ?'),
     insertToken: db.prepare(
       'INSERT INTO api_tokens (token_hash, tenant_id, label, created_at) VALUES (?, ?, ?, ?)',
     ),
@@ -252,6 +263,7 @@ export function createStore(options: StoreOptions): Store {
     deleteDevice: (tenantId, deviceId) =>
       db.transaction(() => {
         stmt.deleteAcl.run(tenantId, deviceId)
+        stmt.deleteSessions.run(tenantId, deviceId)
         return stmt.deleteDevice.run(tenantId, deviceId).changes > 0
       })(),
     markDeviceSeen: (tenantId, deviceId) => {
@@ -263,6 +275,11 @@ export function createStore(options: StoreOptions): Store {
       else requireDevice(tenantId, deviceId)
       replaceAcl(tenantId, deviceId, rules)
     },
+    recordDeviceSession: (tenantId, deviceId, clientId) => {
+      stmt.recordSession.run(tenantId, clientId, deviceId)
+    },
+    listDeviceSessions: (tenantId, deviceId) =>
+      stmt.listSessions.all(tenantId, deviceId).map((row) => row.client_id),
     createToken: (tokenHash, tenantId, label) => {
       const createdAt = now()
       const info = stmt.insertToken.run(tokenHash, tenantId, label, createdAt)

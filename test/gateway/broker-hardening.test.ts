@@ -279,6 +279,38 @@ test('new persistent sessions that connect together are held to the quota when t
   await Promise.all(clients.map((client) => client.endAsync()))
 })
 
+test('removing a device erases the persistent sessions it opened, and only those', async () => {
+  await using gw = await startGateway()
+  const s = await gw.provision('acme', ['gone', 'kept', 'pub'])
+  for (const [device, clientId] of [
+    ['gone', 'g1'],
+    ['gone', 'g2'],
+    ['kept', 'k1'],
+  ] as const) {
+    const client = await connect(gw.mqttUrl, {
+      username: `${device}@acme`,
+      password: s[device] as string,
+      clientId,
+      clean: false,
+    })
+    await client.subscribeAsync('alerts/#', { qos: 1 })
+    await client.endAsync()
+  }
+  const pub = await connect(gw.mqttUrl, { username: 'pub@acme', password: s.pub as string })
+  await pub.publishAsync('alerts/fire', 'queued', { qos: 1 })
+  await pub.endAsync()
+  const clients = (table: string) =>
+    (
+      gw.store.db.prepare(`SELECT DISTINCT client_id FROM ${table} ORDER BY client_id`).all() as Array<{
+        client_id: string
+      }>
+    ).map((row) => row.client_id)
+  expect(clients('mqtt_outgoing')).toEqual(['acme/g1', 'acme/g2', 'acme/k1'])
+  expect((await gw.api('DELETE', '/tenants/acme/devices/gone')).status).toBe(204)
+  expect(clients('mqtt_subscriptions')).toEqual(['acme/k1'])
+  expect(clients('mqtt_outgoing')).toEqual(['acme/k1'])
+})
+
 test('closing the gateway with clients connected over TCP and WebSocket completes', async () => {
   const gw = await startGateway()
   const s = await gw.provision('acme', ['d'])
