@@ -1,0 +1,13 @@
+// The sandbox's public API: tenant sandboxes on QuickJS WebAssembly. The gateway imports only this.
+export { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.ts'
+export {
+  createTenantSandbox,
+  type GuestEmit,
+  type GuestPublish,
+  type HandlerName,
+  type InvocationInfo,
+  type InvocationResult,
+  quickJSWasmModule,
+  type TenantSandbox,
+  type TenantSandboxOptions,
+} from './tenant-sandbox.ts'
