@@ -11,3 +11,4 @@ export {
   type TenantSandbox,
   type TenantSandboxOptions,
 } from './tenant-sandbox.ts'
+export { createWorkerPool, type WorkerPool, type WorkerPoolOptions } from './worker-pool.ts'
