@@ -9,6 +9,7 @@ import {
   RELEASE_SYNC,
   shouldInterruptAfterDeadline,
 } from 'quickjs-emscripten'
+import { fromBoundaryJson, toBoundaryJson } from './bytes.ts'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
 
@@ -228,7 +229,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         const result = call('invoke', [
           context.newString(key),
           context.newString(handler),
-          context.newString(JSON.stringify(args)),
+          context.newString(toBoundaryJson(args)),
           context.newString(JSON.stringify({ tenant: options.tenantId, ...info })),
         ])
         runtime.removeInterruptHandler()
@@ -260,7 +261,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
             `Function '${key}' produced ${text.length} bytes of output, more than ${maxOutputBytes}`,
           )
         }
-        const outcome = JSON.parse(text) as
+        const outcome = fromBoundaryJson(text) as
           | { ok: true; value: unknown; publishes: GuestPublish[]; emits: GuestEmit[]; logs: string[] }
           | { ok: false; error: string; logs: string[] }
         if (!outcome.ok) {
@@ -291,6 +292,15 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
             `Function '${key}' made more than ${maxEffects} publishes or emits in one invocation`,
           )
         }
+        for (const publish of ok.publishes) {
+          const problem = publishProblem(publish)
+          if (problem !== undefined) {
+            fail(
+              'badOutput',
+              `Function '${key}' cannot publish to ${JSON.stringify(publish.topic)}: ${problem}`,
+            )
+          }
+        }
         return {
           value: ok.value,
           publishes: ok.publishes,
@@ -315,4 +325,24 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
     [Symbol.dispose]: () => sandbox.dispose(),
   }
   return sandbox
+}
+
+/**
+ * Why a function may not publish this: topics are tenant-relative topic names (MQTT 3.1.1 section
+ * 4.7), so no wildcards, no `$` (reserved), no U+0000, not empty; `.` and `..` levels are refused
+ * as they only serve to look like a path out of the tenant. At most 99 levels and 1024 characters.
+ */
+export function publishProblem(publish: GuestPublish): string | undefined {
+  const topic = publish.topic
+  if (typeof topic !== 'string' || topic.length === 0) return 'the topic is empty'
+  if (topic.length > 1024) return 'the topic is longer than 1024 characters'
+  if (topic.startsWith('$')) return "topics starting with '$' are reserved"
+  if (topic.includes('+') || topic.includes('#') || topic.includes('\u0000')) {
+    return 'a topic name has no wildcards or U+0000'
+  }
+  const levels = topic.split('/')
+  if (levels.length > 99) return 'the topic has more than 99 levels'
+  if (levels.some((level) => level === '.' || level === '..')) return "'.' and '..' levels are refused"
+  if (![0, 1, 2].includes(publish.qos)) return 'qos must be 0, 1 or 2'
+  return undefined
 }

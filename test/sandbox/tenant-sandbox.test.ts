@@ -129,4 +129,45 @@ describe('createTenantSandbox()', () => {
   test('a memory limit under 32 MiB is a RangeError', async () => {
     await expect(createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: MB })).rejects.toThrow(RangeError)
   })
+
+  test.each([
+    ['$SYS/x', /reserved/],
+    ['a/+', /wildcards/],
+    ['a/#', /wildcards/],
+    ['../other/x', /'\.' and '\.\.'/],
+    ['', /empty/],
+  ])('a publish to %j is refused with its effects', async (topic, reason) => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile('p', `export default { onMessage(m, ctx) { ctx.publish(m.topic, 1) } }`, ['onMessage'])
+    const error = errorOf(() => sandbox.invoke('p', 'onMessage', [{ topic }], info, 100))
+    expect(error.code).toBe('bad_output')
+    expect(error.message).toMatch(reason)
+  })
+
+  test('a publish with a bad QoS is refused', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile('q', `export default { onMessage(m, ctx) { ctx.publish('ok/topic', 1, { qos: 3 }) } }`, [
+      'onMessage',
+    ])
+    expect(errorOf(() => sandbox.invoke('q', 'onMessage', [{}], info, 100)).message).toMatch(/qos must be/)
+  })
+
+  test('bytes cross the boundary both ways as Uint8Array', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'bin',
+      `export default {
+        onMessage(msg, ctx) {
+          const p = msg.payload
+          ctx.publish('out', p.subarray(1))
+          return { isBytes: p instanceof Uint8Array, length: p.length, sum: p.reduce((a, b) => a + b, 0) }
+        },
+      }`,
+      ['onMessage'],
+    )
+    const payload = Buffer.from([0, 1, 2, 250, 255])
+    const result = sandbox.invoke('bin', 'onMessage', [{ topic: 't', payload }], info, 100)
+    expect(result.value).toEqual({ isBytes: true, length: 5, sum: 508 })
+    expect(result.publishes[0]?.value).toEqual(new Uint8Array([1, 2, 250, 255]))
+  })
 })
