@@ -12,6 +12,7 @@ import {
 import { fromBoundaryJson, toBoundaryJson } from './bytes.ts'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
+import { GUEST_SKETCH } from './guest-sketch.ts'
 
 const require = createRequire(import.meta.url)
 const WASM_PAGE_BYTES = 65_536
@@ -19,6 +20,9 @@ const WASM_PAGE_BYTES = 65_536
 const INITIAL_PAGES = 256
 
 let compiled: Promise<WebAssembly.Module> | undefined
+
+/** Modules a function can import, by name. */
+const GUEST_LIBRARIES: Readonly<Record<string, string>> = { 'taureau:sketch': GUEST_SKETCH }
 
 /** The QuickJS WebAssembly module, compiled once per thread and instantiated once per tenant. */
 export function quickJSWasmModule(): Promise<WebAssembly.Module> {
@@ -122,6 +126,10 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
   // QuickJS's own limit stops most runaway allocations with a catchable error before the hard cap.
   runtime.setMemoryLimit(options.memoryLimitBytes - INITIAL_PAGES * WASM_PAGE_BYTES)
   runtime.setMaxStackSize(options.stackBytes ?? 512 * 1024)
+  // The guest libraries are the only modules a function may import.
+  runtime.setModuleLoader(
+    (name) => GUEST_LIBRARIES[name] ?? { error: new Error(`Cannot import '${name}': no such module`) },
+  )
   const context: QuickJSContext = runtime.newContext()
   let broken = false
   let disposed = false
