@@ -1,8 +1,8 @@
 /**
  * Source of the guest module `taureau:sketch`: streaming sketches a function can keep in its
  * state. Each is serializable (`toJSON()` / `fromJSON()`) and mergeable. Written as plain
- * JavaScript because it runs inside QuickJS. More sketches (quantiles, top-k, Bloom, reservoir,
- * EWMA) come with the rest of the functions issue.
+ * JavaScript because it runs inside QuickJS. Quantiles and top-k come with the rest of the
+ * functions issue.
  */
 export const GUEST_SKETCH = `
 // 32-bit FNV-1a over UTF-16 code units, seeded, with murmur3's finalizer for avalanche.
@@ -153,6 +153,148 @@ export class HyperLogLog {
     const sketch = new HyperLogLog(json)
     sketch.registers = json.registers.slice()
     return sketch
+  }
+}
+
+/**
+ * Bloom filter (Bloom 1970) sized for n items at false-positive rate p: no false negatives, and
+ * false positives at about p once n items are in. Double hashing (Kirsch and Mitzenmacher 2006).
+ */
+export class BloomFilter {
+  constructor({ items = 10000, falsePositiveRate = 0.01 } = {}) {
+    checkInteger('items', items, 1, 1e8)
+    if (!(falsePositiveRate > 0 && falsePositiveRate < 1)) throw new RangeError('falsePositiveRate must be in (0, 1)')
+    this.bits = Math.max(8, Math.ceil((-items * Math.log(falsePositiveRate)) / (Math.LN2 * Math.LN2)))
+    this.hashes = Math.max(1, Math.round((this.bits / items) * Math.LN2))
+    this.words = new Array(Math.ceil(this.bits / 32)).fill(0)
+  }
+
+  #positions(value) {
+    const text = String(value)
+    const a = hash32(text, 0x1b873593)
+    const b = hash32(text, 0x5c4bcea9) | 1
+    const positions = []
+    for (let i = 0; i < this.hashes; i++) positions.push(((a + Math.imul(i, b)) >>> 0) % this.bits)
+    return positions
+  }
+
+  add(value) {
+    for (const bit of this.#positions(value)) this.words[bit >>> 5] |= 1 << (bit & 31)
+    return this
+  }
+
+  has(value) {
+    return this.#positions(value).every((bit) => (this.words[bit >>> 5] & (1 << (bit & 31))) !== 0)
+  }
+
+  merge(other) {
+    if (other.bits !== this.bits || other.hashes !== this.hashes) throw new RangeError('Cannot merge Bloom filters of different shapes')
+    for (let i = 0; i < this.words.length; i++) this.words[i] |= other.words[i]
+    return this
+  }
+
+  toJSON() {
+    return { type: 'BloomFilter', bits: this.bits, hashes: this.hashes, words: this.words }
+  }
+
+  static fromJSON(json) {
+    if (json?.type !== 'BloomFilter' || json.words?.length !== Math.ceil(json.bits / 32)) {
+      throw new TypeError('Cannot read a Bloom filter from this value')
+    }
+    // Built by the constructor (private methods need it), then given the stored shape and bits.
+    const filter = new BloomFilter({ items: 1, falsePositiveRate: 0.5 })
+    filter.bits = json.bits
+    filter.hashes = json.hashes
+    filter.words = json.words.slice()
+    return filter
+  }
+}
+
+/**
+ * Reservoir sample (Vitter's algorithm R): a uniform sample of 'size' items from a stream of any
+ * length. Its random numbers come from a seeded generator kept in the sketch, so a sample in
+ * function state replays the same way.
+ */
+export class ReservoirSample {
+  constructor({ size = 100, seed = 1 } = {}) {
+    checkInteger('size', size, 1, 100000)
+    this.size = size
+    this.seen = 0
+    this.state = seed >>> 0 || 1
+    this.items = []
+  }
+
+  #random() {
+    // xorshift32
+    let x = this.state
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    this.state = x >>> 0
+    return this.state / 4294967296
+  }
+
+  add(item) {
+    this.seen++
+    if (this.items.length < this.size) this.items.push(item)
+    else {
+      const slot = Math.floor(this.#random() * this.seen)
+      if (slot < this.size) this.items[slot] = item
+    }
+    return this
+  }
+
+  sample() {
+    return this.items.slice()
+  }
+
+  toJSON() {
+    return { type: 'ReservoirSample', size: this.size, seen: this.seen, state: this.state, items: this.items }
+  }
+
+  static fromJSON(json) {
+    if (json?.type !== 'ReservoirSample' || !Array.isArray(json.items)) throw new TypeError('Cannot read a reservoir sample from this value')
+    const sample = new ReservoirSample({ size: json.size, seed: json.state })
+    sample.seen = json.seen
+    sample.items = json.items.slice()
+    return sample
+  }
+}
+
+/**
+ * Exponentially weighted moving average by event time: a sample at time t moves the average by
+ * 1 - exp(-(t - last) / tauMs), so irregular sampling is weighted by the time between samples.
+ */
+export class Ewma {
+  constructor({ tauMs = 60000 } = {}) {
+    if (!(tauMs > 0)) throw new RangeError('tauMs must be > 0')
+    this.tauMs = tauMs
+    this.value = null
+    this.at = null
+  }
+
+  add(value, atMs) {
+    if (!Number.isFinite(value) || !Number.isFinite(atMs)) throw new RangeError('value and atMs must be finite numbers')
+    if (this.value === null) {
+      this.value = value
+    } else {
+      const alpha = 1 - Math.exp(-Math.max(0, atMs - this.at) / this.tauMs)
+      this.value += alpha * (value - this.value)
+    }
+    this.at = Math.max(atMs, this.at ?? atMs)
+    return this
+  }
+
+  toJSON() {
+    return { type: 'Ewma', tauMs: this.tauMs, value: this.value, at: this.at }
+  }
+
+  static fromJSON(json) {
+    if (json?.type !== 'Ewma') throw new TypeError('Cannot read an EWMA from this value')
+    const ewma = new Ewma({ tauMs: json.tauMs })
+    ewma.value = json.value
+    ewma.at = json.at
+    return ewma
   }
 }
 `

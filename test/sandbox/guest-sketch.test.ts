@@ -93,3 +93,59 @@ test('importing a module that is not a guest library fails at deploy with a clea
   expect((error as SandboxError).code).toBe('invalid_function')
   expect((error as SandboxError).message).toMatch(/node:fs/)
 })
+
+const OTHERS = `
+import { BloomFilter, ReservoirSample, Ewma } from 'taureau:sketch'
+export default {
+  onMessage() {
+    const bloom = new BloomFilter({ items: 5000, falsePositiveRate: 0.01 })
+    for (let i = 0; i < 5000; i++) bloom.add('in-' + i)
+    let missing = 0
+    for (let i = 0; i < 5000; i++) if (!bloom.has('in-' + i)) missing++
+    let falsePositives = 0
+    for (let i = 0; i < 20000; i++) if (bloom.has('out-' + i)) falsePositives++
+    const bloomCopy = BloomFilter.fromJSON(JSON.parse(JSON.stringify(bloom)))
+
+    // Each of 10 values appears 1000 times; a uniform sample of 500 should hold each about 50 times.
+    const sample = new ReservoirSample({ size: 500, seed: 7 })
+    for (let i = 0; i < 10000; i++) sample.add(i % 10)
+    const perValue = new Array(10).fill(0)
+    for (const item of sample.sample()) perValue[item]++
+    const sampleCopy = ReservoirSample.fromJSON(JSON.parse(JSON.stringify(sample)))
+
+    const ewma = new Ewma({ tauMs: 1000 })
+    ewma.add(0, 0).add(10, 1000)
+    return {
+      missing, falsePositives, copyAgrees: bloomCopy.has('in-42') && !bloomCopy.has('out-42') === !bloom.has('out-42'),
+      sampleSize: sample.sample().length, seen: sample.seen, perValue, copySize: sampleCopy.sample().length,
+      ewma: ewma.value, ewmaJson: Ewma.fromJSON(JSON.parse(JSON.stringify(ewma))).value,
+    }
+  },
+}`
+
+test('Bloom filter, reservoir sample and EWMA meet their stated behaviour', async () => {
+  using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 64 * MB })
+  sandbox.compile('others', OTHERS, ['onMessage'])
+  const { value } = sandbox.invoke('others', 'onMessage', [{}], info, 10_000)
+  const result = value as {
+    missing: number
+    falsePositives: number
+    copyAgrees: boolean
+    sampleSize: number
+    seen: number
+    perValue: number[]
+    copySize: number
+    ewma: number
+    ewmaJson: number
+  }
+  expect(result.missing).toBe(0) // no false negatives
+  expect(result.falsePositives / 20_000).toBeLessThan(0.02) // about 1%, with room for chance
+  expect(result.copyAgrees).toBe(true)
+  expect(result.sampleSize).toBe(500)
+  expect(result.seen).toBe(10_000)
+  expect(result.copySize).toBe(500)
+  // Binomial(500, 0.1): mean 50, sd about 6.7; 5 sd either side.
+  for (const count of result.perValue) expect(Math.abs(count - 50)).toBeLessThan(34)
+  expect(result.ewma).toBeCloseTo(10 * (1 - Math.exp(-1)), 10)
+  expect(result.ewmaJson).toBe(result.ewma)
+})
