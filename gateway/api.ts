@@ -266,9 +266,8 @@ export function createApi(options: ApiOptions): Hono<Env> {
     const device = deviceParam(c, tenantId)
     const sessions = store.listDeviceSessions(tenantId, device.deviceId)
     store.deleteDevice(tenantId, device.deviceId)
-    broker.disconnectDevice(tenantId, device.deviceId, 'removed')
     // The device's persistent sessions go with it: subscriptions, queued messages, wills.
-    broker.forgetSessions(sessions)
+    broker.removeDevice(tenantId, device.deviceId, sessions)
     return c.body(null, 204)
   })
   api.post('/tenants/:tenant/devices/:device/rotate', async (c) => {
@@ -277,7 +276,7 @@ export function createApi(options: ApiOptions): Hono<Env> {
     const secret = generateSecret()
     const updated = store.setDeviceSecret(tenantId, device.deviceId, await hasher.hash(secret))
     // Sessions signed in with the old secret end now; the device reconnects with the new one.
-    broker.disconnectDevice(tenantId, device.deviceId, 'rotated')
+    broker.disconnectDevice(tenantId, device.deviceId)
     return c.json({
       device: deviceView(updated, new Map()),
       username: `${device.deviceId}@${tenantId}`,

@@ -53,10 +53,16 @@ export interface Broker {
   reloadTenant(tenantId: string): void
   /** Disconnects a deleted tenant's devices and erases its sessions and retained messages. */
   removeTenant(tenantId: string): void
-  /** Erases stored persistent sessions (mounted client ids), e.g. those of a removed device. */
-  forgetSessions(clientIds: readonly string[]): void
-  /** Disconnects the connections of one device (after its removal or secret rotation). */
-  disconnectDevice(tenantId: string, deviceId: string, why: 'removed' | 'rotated'): void
+  /**
+   * Disconnects a rotated device's connections. Cut off by the server like any unexpected close,
+   * they publish their wills.
+   */
+  disconnectDevice(tenantId: string, deviceId: string): void
+  /**
+   * Disconnects a removed device without publishing its wills (it is gone, not dead) and erases
+   * the persistent sessions it opened (mounted client ids).
+   */
+  removeDevice(tenantId: string, deviceId: string, sessionClientIds: readonly string[]): void
   /** Connections open per tenant. */
   connections(tenantId: string): number
   /** Connections open per device of a tenant. */
@@ -374,11 +380,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return
       }
       packet.topic = tenant.prefix + topic
-      if (packet.retain && bytes > 0 && !retainedFits(tenant, packet.topic)) {
-        // Past the tenant's retained bound the message is still delivered, only not kept.
-        packet.retain = false
-        tenant.counters.drops.retained_quota++
-      }
+      capRetained(tenant, packet)
       tenant.counters.messagesIn++
       tenant.counters.bytesIn += bytes
       if (waitMs === 0) callback(null)
@@ -511,28 +513,30 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         (session.acl === null || session.acl.publish(packet.topic.slice(tenant.prefix.length)))
     }
     if (!allowed) {
-      packet.topic = DROPPED_TOPIC
-      packet.retain = false
+      routeNowhere(packet)
       return
     }
     const tenant = tenants.get(packet.topic.slice(0, packet.topic.indexOf('/')))
-    if (
-      packet.retain &&
-      tenant !== undefined &&
-      packet.payload.length > 0 &&
-      !retainedFits(tenant, packet.topic)
-    ) {
-      packet.retain = false
-      tenant.counters.drops.retained_quota++
-    }
+    if (tenant !== undefined) capRetained(tenant, packet)
   }
 
-  function retainedFits(tenant: TenantState, topic: string): boolean {
+  /** Sends a publish nowhere: to {@link DROPPED_TOPIC}, never stored as retained. */
+  function routeNowhere(packet: PublishPacket): void {
+    packet.topic = DROPPED_TOPIC
+    packet.retain = false
+  }
+
+  /**
+   * Past the tenant's retained bound a new retained topic is still delivered, only not kept.
+   * `packet.topic` is mounted.
+   */
+  function capRetained(tenant: TenantState, packet: PublishPacket): void {
+    if (!packet.retain || packet.payload.length === 0) return
     const persistence = options.persistence
-    return (
-      persistence.retainedCount(tenant.id) < tenant.quotas.maxRetainedMessages ||
-      persistence.hasRetained(topic)
-    )
+    if (persistence.retainedCount(tenant.id) < tenant.quotas.maxRetainedMessages) return
+    if (persistence.hasRetained(packet.topic)) return
+    packet.retain = false
+    tenant.counters.drops.retained_quota++
   }
 
   function takeToken(tenant: TenantState, qos: number): number {
@@ -575,8 +579,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       callback(new Error(`Cannot accept the publish as it is over tenant '${tenant.id}' quota (${reason})`))
       return
     }
-    packet.topic = DROPPED_TOPIC
-    packet.retain = false
+    routeNowhere(packet)
     callback(null)
   }
 
@@ -605,6 +608,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
     }
     return granted < 0 ? qos : Math.min(qos, granted)
+  }
+
+  function clientsOf(tenantId: string, deviceId: string): GatewayClient[] {
+    const clients = (tenants.get(tenantId)?.clients ?? new Set()) as Set<GatewayClient>
+    return [...clients].filter((client) => client[SESSION]?.deviceId === deviceId)
   }
 
   function closeWithoutWill(client: GatewayClient): void {
@@ -728,19 +736,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       options.persistence.deleteClientsWithPrefix(`${tenantId}/`)
       metrics.removeTenant(tenantId)
     },
-    disconnectDevice(tenantId, deviceId, why) {
-      const tenant = tenants.get(tenantId)
-      if (tenant === undefined) return
-      for (const client of tenant.clients as Set<GatewayClient>) {
-        if (client[SESSION]?.deviceId !== deviceId) continue
-        // A removed device is gone, not dead: its will is not published. A rotated one is cut off
-        // by the server like any unexpected close, so its will is.
-        if (why === 'removed') closeWithoutWill(client)
-        else client.close()
-      }
+    disconnectDevice(tenantId, deviceId) {
+      for (const client of clientsOf(tenantId, deviceId)) client.close()
     },
-    forgetSessions(clientIds) {
-      for (const clientId of clientIds) options.persistence.deleteClient(clientId)
+    removeDevice(tenantId, deviceId, sessionClientIds) {
+      for (const client of clientsOf(tenantId, deviceId)) closeWithoutWill(client)
+      for (const clientId of sessionClientIds) options.persistence.deleteClient(clientId)
     },
     connections: (tenantId) => tenants.get(tenantId)?.clients.size ?? 0,
     onlineDevices(tenantId) {

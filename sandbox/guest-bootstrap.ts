@@ -39,7 +39,6 @@ const encode = (bytes) => {
 const revive = (_key, value) =>
   value !== null && typeof value === 'object' && typeof value[BYTES] === 'string' ? decode(value[BYTES]) : value
 const replace = (_key, value) => (value instanceof Uint8Array ? { [BYTES]: encode(value) } : value)
-const realNow = Date.now
 let currentTime = 0
 // Date.now() is the invocation's time: no clock finer than what the message carries.
 Date.now = () => currentTime
@@ -85,5 +84,4 @@ globalThis.__taureau = Object.freeze({
     return JSON.stringify({ ok: true, value: clone(value), publishes, emits, logs })
   },
 })
-void realNow
 `

@@ -41,6 +41,12 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
       functions.set(request.key, { source: request.source, handlers: request.handlers })
       return { id: request.id, ok: true, result: null }
     }
+    case 'remove': {
+      sources.get(request.tenantId)?.delete(request.key)
+      const sandbox = sandboxes.get(request.tenantId)
+      if (sandbox !== undefined) (await sandbox).remove(request.key)
+      return { id: request.id, ok: true, result: null }
+    }
     case 'invoke': {
       const sandbox = await sandboxOf(request.tenantId, request.memoryLimitBytes)
       const result = sandbox.invoke(
@@ -54,6 +60,8 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
     }
   }
 }
+
+port.postMessage({ ready: true })
 
 port.on('message', (request: WorkerRequest) => {
   handle(request).then(

@@ -27,13 +27,17 @@ interface Deployed {
 
 interface Pending {
   resolve(reply: WorkerReply): void
+  /** How long the request may run once the worker starts it; undefined for no watchdog. */
+  watchdogMs: number | undefined
   timer: NodeJS.Timeout | undefined
 }
 
 interface Slot {
   worker: Worker
+  /** Requests in the order sent; the worker handles them in that order. */
   pending: Map<number, Pending>
-  generation: number
+  /** Whether the worker has loaded its code; startup time is not charged to any request. */
+  ready: boolean
 }
 
 /**
@@ -45,6 +49,8 @@ interface Slot {
  */
 export interface WorkerPool {
   compile(tenantId: string, key: string, source: string, handlers: HandlerName[]): Promise<void>
+  /** Forgets a compiled function (a replaced version, a deleted function), in the worker too. */
+  remove(tenantId: string, key: string): Promise<void>
   invoke(
     tenantId: string,
     key: string,
@@ -84,17 +90,23 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   let restarts = 0
   let closed = false
 
-  const spawn = (index: number, generation: number): Slot => {
+  const spawn = (index: number): Slot => {
     // Workers load the TypeScript sources through tsx, as the main thread does: a worker does not
     // inherit the main thread's module hooks, so a small bootstrap registers them first.
     const worker = new Worker(WORKER_BOOTSTRAP, { eval: true, workerData: { main: WORKER_URL.href } })
-    const slot: Slot = { worker, pending: new Map(), generation }
-    worker.on('message', (reply: WorkerReply) => {
+    const slot: Slot = { worker, pending: new Map(), ready: false }
+    worker.on('message', (reply: WorkerReply | { ready: true }) => {
+      if ('ready' in reply) {
+        slot.ready = true
+        arm(slot)
+        return
+      }
       const pending = slot.pending.get(reply.id)
       if (pending === undefined) return
       slot.pending.delete(reply.id)
       if (pending.timer !== undefined) clearTimeout(pending.timer)
       pending.resolve(reply)
+      arm(slot)
     })
     const lost = (why: string) => {
       if (slots[index] !== slot) return
@@ -105,7 +117,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       slot.pending.clear()
       if (closed) return
       restarts++
-      slots[index] = spawn(index, generation + 1)
+      slots[index] = spawn(index)
       // The tenants of this shard get their functions back on the new worker.
       for (const [tenantId, functions] of deployed) {
         if (shardOf(tenantId) !== index) continue
@@ -122,7 +134,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     worker.on('exit', () => lost('The sandbox worker exited'))
     return slot
   }
-  const slots: Slot[] = Array.from({ length: options.size }, (_, index) => spawn(index, 0))
+  const slots: Slot[] = Array.from({ length: options.size }, (_, index) => spawn(index))
 
   function shardOf(tenantId: string): number {
     let hash = 2166136261
@@ -155,23 +167,33 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       })
     }
     return new Promise((resolve) => {
-      const pending: Pending = { resolve, timer: undefined }
-      if (watchdogMs !== undefined) {
-        pending.timer = setTimeout(() => {
-          // The deadline passed with no answer: a built-in is running without an interrupt point.
-          pending.resolve({
-            id,
-            ok: false,
-            code: SANDBOX_ERROR_CODES.deadline,
-            message: 'The function ran past its deadline',
-          })
-          slot.pending.delete(id)
-          void slot.worker.terminate()
-        }, watchdogMs)
-      }
-      slot.pending.set(id, pending)
+      slot.pending.set(id, { resolve, watchdogMs, timer: undefined })
       slot.worker.postMessage({ ...request, id })
+      arm(slot)
     })
+  }
+
+  /**
+   * Starts the watchdog of the request the worker is working on: the oldest one it has not
+   * answered. Time spent waiting behind other requests or for the worker to load is not charged.
+   */
+  function arm(slot: Slot): void {
+    if (!slot.ready) return
+    const head = slot.pending.entries().next().value
+    if (head === undefined) return
+    const [id, pending] = head
+    if (pending.watchdogMs === undefined || pending.timer !== undefined) return
+    pending.timer = setTimeout(() => {
+      // The deadline passed with no answer: a built-in is running without an interrupt point.
+      slot.pending.delete(id)
+      pending.resolve({
+        id,
+        ok: false,
+        code: SANDBOX_ERROR_CODES.deadline,
+        message: 'The function ran past its deadline',
+      })
+      void slot.worker.terminate()
+    }, pending.watchdogMs)
   }
 
   const unwrap = (reply: WorkerReply): InvocationResult | null => {
@@ -196,6 +218,12 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         deployed.set(tenantId, functions)
       }
       functions.set(key, { key, source, handlers })
+    },
+    async remove(tenantId, key) {
+      deployed.get(tenantId)?.delete(key)
+      if (deployed.get(tenantId)?.size === 0) deployed.delete(tenantId)
+      const request = { type: 'remove' as const, tenantId, memoryLimitBytes: options.memoryLimitBytes, key }
+      unwrap(await send(tenantId, request, 5_000))
     },
     async invoke(tenantId, key, handler, args, info, deadlineMs) {
       const request = {

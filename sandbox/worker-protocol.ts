@@ -12,6 +12,7 @@ export type WorkerRequest =
       source: string
       handlers: HandlerName[]
     }
+  | { type: 'remove'; id: number; tenantId: string; memoryLimitBytes: number; key: string }
   | {
       type: 'invoke'
       id: number

@@ -46,3 +46,16 @@ test('a replaced worker gets its tenants back; invocations in flight fail, later
   expect(pool.restarts).toBe(1)
   expect((await pool.invoke('a', 'double', 'onMessage', [{ v: 21 }], info, 1_000)).value).toBe(42)
 })
+
+test('a removed function is forgotten by the worker and not compiled again after a restart', async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  await pool.remove('a', 'double')
+  expect((await errorOf(() => pool.invoke('a', 'double', 'onMessage', [{ v: 1 }], info, 100))).code).toBe(
+    'handler_threw',
+  )
+  await pool.restartWorkerOf('a')
+  expect((await errorOf(() => pool.invoke('a', 'double', 'onMessage', [{ v: 1 }], info, 100))).code).toBe(
+    'handler_threw',
+  )
+})
