@@ -12,7 +12,7 @@ import {
 import { fromBoundaryJson, toBoundaryJson } from './bytes.ts'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
-import { GUEST_SKETCH } from './guest-sketch.ts'
+import { GUEST_LIBRARIES } from './guest-libraries.ts'
 
 const require = createRequire(import.meta.url)
 const WASM_PAGE_BYTES = 65_536
@@ -20,9 +20,6 @@ const WASM_PAGE_BYTES = 65_536
 const INITIAL_PAGES = 256
 
 let compiled: Promise<WebAssembly.Module> | undefined
-
-/** Modules a function can import, by name. */
-const GUEST_LIBRARIES: Readonly<Record<string, string>> = { 'taureau:sketch': GUEST_SKETCH }
 
 /** The QuickJS WebAssembly module, compiled once per thread and instantiated once per tenant. */
 export function quickJSWasmModule(): Promise<WebAssembly.Module> {
