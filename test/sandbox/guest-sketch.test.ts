@@ -149,3 +149,211 @@ test('Bloom filter, reservoir sample and EWMA meet their stated behaviour', asyn
   expect(result.ewma).toBeCloseTo(10 * (1 - Math.exp(-1)), 10)
   expect(result.ewmaJson).toBe(result.ewma)
 })
+
+// Exponential values rounded to whole numbers (a long tail and many repeats), 1% to 99%. The exact
+// ranks of a value v are the interval [values < v, values <= v] / n, which is what repeats need.
+const QUANTILES = `
+import { Quantiles } from 'taureau:sketch'
+export default {
+  onMessage({ n, k }) {
+    let seed = 2024
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296)
+    const whole = new Quantiles({ k, seed: 1 })
+    const first = new Quantiles({ k, seed: 2 })
+    const second = new Quantiles({ k, seed: 3 })
+    const values = []
+    let halfway = ''
+    for (let i = 0; i < n; i++) {
+      const value = Math.round(-Math.log(1 - random()) * 1000)
+      values.push(value)
+      whole.add(value)
+      ;(i < n / 2 ? first : second).add(value)
+      if (i === n / 2 - 1) halfway = JSON.stringify(whole)
+    }
+    // Saved halfway and fed the rest: the seeded coins must make it the same sketch as 'whole'.
+    const resumed = Quantiles.fromJSON(JSON.parse(halfway))
+    for (const value of values.slice(n / 2)) resumed.add(value)
+    const copy = Quantiles.fromJSON(JSON.parse(JSON.stringify(whole)))
+    const merged = first.merge(second)
+
+    values.sort((a, b) => a - b)
+    const countWhere = (test) => {
+      let low = 0
+      let high = n
+      while (low < high) {
+        const middle = (low + high) >>> 1
+        if (test(values[middle])) low = middle + 1
+        else high = middle
+      }
+      return low
+    }
+    const qs = Array.from({ length: 99 }, (_, i) => (i + 1) / 100)
+    const measure = (sketch) => {
+      let quantileError = 0
+      let rankError = 0
+      for (const q of qs) {
+        const estimate = sketch.quantile(q)
+        const below = countWhere((v) => v < estimate) / n
+        const atOrBelow = countWhere((v) => v <= estimate) / n
+        quantileError = Math.max(quantileError, below - q, q - atOrBelow)
+        const exactValue = values[Math.ceil(q * n) - 1]
+        rankError = Math.max(rankError, Math.abs(sketch.rank(exactValue) - countWhere((v) => v <= exactValue) / n))
+      }
+      return { count: sketch.count, quantileError, rankError, quantiles: qs.map((q) => sketch.quantile(q)) }
+    }
+    return {
+      bound: whole.rankError, min: values[0], max: values[n - 1],
+      ends: [whole.min, whole.max, whole.quantile(0), whole.quantile(1), whole.rank(values[0] - 1), whole.rank(values[n - 1])],
+      retained: whole.levels.reduce((sum, items) => sum + items.length, 0),
+      whole: measure(whole), copy: measure(copy), merged: measure(merged),
+      resumedIsSame: JSON.stringify(resumed) === JSON.stringify(whole),
+    }
+  },
+}`
+
+interface QuantilesMeasure {
+  count: number
+  quantileError: number
+  rankError: number
+  quantiles: number[]
+}
+
+test('KLL quantiles stay within the stated rank error, after a JSON round trip and after a merge', async () => {
+  using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 64 * MB })
+  sandbox.compile('kll', QUANTILES, ['onMessage'])
+  const n = 100_000
+  const { value } = sandbox.invoke('kll', 'onMessage', [{ n, k: 200 }], info, 30_000)
+  const result = value as {
+    bound: number
+    min: number
+    max: number
+    ends: number[]
+    retained: number
+    whole: QuantilesMeasure
+    copy: QuantilesMeasure
+    merged: QuantilesMeasure
+    resumedIsSame: boolean
+  }
+  expect(result.bound).toBeCloseTo(0.0133, 4) // 2.296 / 200^0.9723
+  for (const measured of [result.whole, result.copy, result.merged]) {
+    expect(measured.count).toBe(n)
+    expect(measured.quantileError).toBeLessThanOrEqual(result.bound)
+    expect(measured.rankError).toBeLessThanOrEqual(result.bound)
+  }
+  // A sketch, not a copy of the data: it forgot values, hence some error, in about 3 k numbers.
+  expect(result.whole.rankError).toBeGreaterThan(0)
+  expect(result.retained).toBeLessThan(4 * 200)
+  expect(result.ends).toEqual([result.min, result.max, result.min, result.max, 0, 1])
+  expect(result.copy.quantiles).toEqual(result.whole.quantiles)
+  expect(result.resumedIsSame).toBe(true)
+})
+
+// Keys 'k' + floor(1 / (r + 0.001)): key j has probability about 1 / j^2, so a few heavy keys and a
+// tail of about a thousand, more than the table holds. The second stream shifts the keys by 4 and
+// adds weights of 1 to 3, so the merge has keys from both sides, some only on one.
+const TOP_K = `
+import { TopK } from 'taureau:sketch'
+export default {
+  onMessage({ n, capacity }) {
+    let seed = 99
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296)
+    const draw = () => Math.floor(1 / (random() + 0.001))
+    const whole = new TopK({ capacity })
+    const other = new TopK({ capacity })
+    const exact = new Map()
+    const exactUnion = new Map()
+    const count = (map, key, weight) => map.set(key, (map.get(key) ?? 0) + weight)
+    let halfway = ''
+    for (let i = 0; i < n; i++) {
+      const key = 'k' + draw()
+      whole.add(key)
+      count(exact, key, 1)
+      count(exactUnion, key, 1)
+      if (i === n / 2 - 1) halfway = JSON.stringify(whole)
+    }
+    const resumed = TopK.fromJSON(JSON.parse(halfway))
+    seed = 99
+    for (let i = 0; i < n; i++) {
+      const key = 'k' + draw()
+      if (i >= n / 2) resumed.add(key)
+    }
+    for (let i = 0; i < n; i++) {
+      const key = 'k' + (draw() + 4)
+      const weight = 1 + Math.floor(random() * 3)
+      other.add(key, weight)
+      count(exactUnion, key, weight)
+    }
+    const copy = TopK.fromJSON(JSON.parse(JSON.stringify(whole)))
+    const merged = TopK.fromJSON(JSON.parse(JSON.stringify(whole))).merge(other)
+    const report = (table, truth) => ({
+      total: table.total,
+      top: table.top(),
+      keys: [...truth].map(([key, count]) => [key, count, table.estimate(key)]),
+    })
+    return {
+      whole: report(whole, exact), copy: report(copy, exact), merged: report(merged, exactUnion),
+      top5: whole.top(5).map((entry) => entry.key), exactTop5: [...exact].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([key]) => key),
+      resumedIsSame: JSON.stringify(resumed) === JSON.stringify(whole),
+    }
+  },
+}`
+
+interface TopKReport {
+  total: number
+  top: Array<{ key: string; count: number; error: number }>
+  keys: Array<[key: string, exact: number, estimate: number]>
+}
+
+// Checks Space-Saving's guarantees against exact counts; returns the largest error seen.
+function expectSpaceSaving(report: TopKReport, capacity: number): number {
+  const limit = report.total / capacity
+  const table = new Map(report.top.map((entry) => [entry.key, entry]))
+  expect(report.top.length).toBe(capacity)
+  expect(report.top.map((entry) => entry.count)).toEqual(
+    report.top.map((entry) => entry.count).sort((a, b) => b - a),
+  )
+  let heavy = 0
+  for (const [key, exact, estimate] of report.keys) {
+    const entry = table.get(key)
+    expect(estimate).toBeGreaterThanOrEqual(exact)
+    if (exact > limit) {
+      heavy++
+      expect(entry).toBeDefined()
+    }
+    if (entry === undefined) expect(estimate).toBeLessThanOrEqual(limit)
+    else {
+      expect(entry.count).toBe(estimate)
+      expect(entry.count - entry.error).toBeLessThanOrEqual(exact)
+    }
+  }
+  expect(heavy).toBeGreaterThan(0)
+  const largestError = Math.max(...report.top.map((entry) => entry.error))
+  expect(largestError).toBeLessThanOrEqual(limit)
+  return largestError
+}
+
+test('TopK keeps every key above N / capacity with bounded error, after a JSON round trip and a merge', async () => {
+  using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 64 * MB })
+  sandbox.compile('topk', TOP_K, ['onMessage'])
+  const n = 100_000
+  const capacity = 50
+  const { value } = sandbox.invoke('topk', 'onMessage', [{ n, capacity }], info, 30_000)
+  const result = value as {
+    whole: TopKReport
+    copy: TopKReport
+    merged: TopKReport
+    top5: string[]
+    exactTop5: string[]
+    resumedIsSame: boolean
+  }
+  expect(result.whole.total).toBe(n)
+  // The tail is longer than the table, so keys were evicted and some counters carry an error.
+  expect(result.whole.keys.length).toBeGreaterThan(capacity)
+  expect(expectSpaceSaving(result.whole, capacity)).toBeGreaterThan(0)
+  expectSpaceSaving(result.copy, capacity)
+  expect(result.copy.top).toEqual(result.whole.top)
+  expect(result.resumedIsSame).toBe(true)
+  expect(result.top5).toEqual(result.exactTop5)
+  expect(result.merged.total).toBeGreaterThan(2 * n)
+  expectSpaceSaving(result.merged, capacity)
+})
