@@ -86,3 +86,50 @@ export async function callApi(
   }
   return json
 }
+
+/**
+ * Reads a server-sent event stream of the API until it ends or the process is interrupted,
+ * calling `onData` with each event's data.
+ */
+export async function followEvents(
+  target: ApiTarget,
+  path: string,
+  onData: (data: string) => void,
+): Promise<void> {
+  let response: Response
+  try {
+    response = await fetch(`${target.url}/api/v1${path}`, {
+      headers: { authorization: `Bearer ${target.token}`, accept: 'text/event-stream' },
+    })
+  } catch (cause) {
+    throw new ApiError(
+      `Cannot reach the gateway at ${target.url}: ${(cause as Error & { cause?: Error }).cause?.message ?? (cause as Error).message}`,
+      0,
+      'unreachable',
+    )
+  }
+  if (!response.ok || response.body === null) {
+    const error = (await response.json().catch(() => ({}))) as { code?: string; message?: string }
+    throw new ApiError(error.message ?? `HTTP ${response.status}`, response.status, error.code ?? 'unknown')
+  }
+  const decoder = new TextDecoder()
+  let buffered = ''
+  const reader = response.body.getReader()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) return
+    buffered += decoder.decode(value, { stream: true })
+    let end = buffered.indexOf('\n\n')
+    while (end !== -1) {
+      const event = buffered.slice(0, end)
+      buffered = buffered.slice(end + 2)
+      const data = event
+        .split('\n')
+        .filter((line) => line.startsWith('data: '))
+        .map((line) => line.slice(6))
+        .join('\n')
+      if (data !== '') onData(data)
+      end = buffered.indexOf('\n\n')
+    }
+  }
+}

@@ -5,13 +5,17 @@ import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
 import { z } from 'zod'
 import { aclRulesSchema } from './acl.ts'
+import { mountFunctionRoutes } from './api-functions.ts'
 import type { Broker } from './broker.ts'
 import { type Quotas, quotaOverridesSchema } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, type GatewayErrorCode, quote } from './errors.ts'
+import type { FunctionStore } from './function-store.ts'
+import type { Functions } from './functions.ts'
 import type { Metrics } from './metrics.ts'
 import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
 import type { PasswordHasher } from './password-hasher.ts'
 import { generateSecret } from './password-hasher.ts'
+import { MAX_JSON_DEPTH, valueDepth } from './payload.ts'
 import type { DeviceRecord, Store, TenantRecord, TokenRecord } from './store.ts'
 
 /** Body of `POST /api/v1/tenants`. */
@@ -47,9 +51,12 @@ export interface ApiOptions {
   maxBodyBytes: number
   /** Serve `/metrics` without a token. */
   publicMetrics?: boolean
+  /** Tenant functions; their routes are served when given. */
+  functions?: { runtime: Functions; store: FunctionStore }
 }
 
-type Env = { Variables: { token: TokenRecord } }
+/** The Hono environment of the API: the caller's token. */
+export type Env = { Variables: { token: TokenRecord } }
 
 const STATUS: Record<GatewayErrorCode, 400 | 401 | 403 | 404 | 409 | 413 | 429 | 500> = {
   invalid_input: 400,
@@ -206,11 +213,12 @@ export function createApi(options: ApiOptions): Hono<Env> {
     const tenantId = tenantParam(c)
     return c.json({ tenant: tenantView(store.getTenant(tenantId) as TenantRecord) })
   })
-  api.delete('/tenants/:tenant', (c) => {
+  api.delete('/tenants/:tenant', async (c) => {
     requireAdmin(c)
     const tenantId = tenantParam(c)
     store.deleteTenant(tenantId)
     broker.removeTenant(tenantId)
+    await options.functions?.runtime.removeTenant(tenantId)
     return c.body(null, 204)
   })
 
@@ -297,12 +305,19 @@ export function createApi(options: ApiOptions): Hono<Env> {
     return c.json({ rules: store.listAclRules(tenantId, device.deviceId) })
   })
 
+  if (options.functions !== undefined) {
+    mountFunctionRoutes(api, { ...options.functions, tenantParam })
+  }
+
   app.route('/api/v1', api)
   return app
 }
 
+/** Deepest nesting of a request body: room for a function's config or sample payload at their own bound. */
+const MAX_BODY_DEPTH = MAX_JSON_DEPTH + 4
+
 /** Parses a JSON body with `schema`; a bad body becomes `invalid_input` naming the field. */
-async function parseBody<T extends z.ZodType>(c: Context<Env>, schema: T): Promise<z.output<T>> {
+export async function parseBody<T extends z.ZodType>(c: Context<Env>, schema: T): Promise<z.output<T>> {
   let value: unknown
   try {
     value = await c.req.json()
@@ -311,6 +326,13 @@ async function parseBody<T extends z.ZodType>(c: Context<Env>, schema: T): Promi
       GATEWAY_ERROR_CODES.invalidInput,
       'Cannot read the request body as it is not valid JSON',
       { cause },
+    )
+  }
+  // Bounded before validation: a schema (and later a worker's structured clone) recurses per level.
+  if (valueDepth(value, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) {
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidInput,
+      `Cannot accept the request as its body nests more than ${MAX_BODY_DEPTH} levels deep`,
     )
   }
   const result = schema.safeParse(value)

@@ -36,6 +36,23 @@ export interface BrokerOptions {
   now?: () => number
 }
 
+/** A message the broker accepted, as the tenant sees it: for the functions' triggers. */
+export interface BrokerMessage {
+  tenantId: string
+  /** Tenant-relative topic. */
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+  /** The publishing device; null for a will restored after a restart. */
+  deviceId: string | null
+  /** When the broker accepted it, ms since the epoch. */
+  receivedAt: number
+}
+
+/** Called for every message the broker accepts, before it is acknowledged or delivered. */
+export type MessageHandler = (message: BrokerMessage) => void
+
 /** Where the broker listens. */
 export interface BrokerAddress {
   mqttPort: number
@@ -63,6 +80,14 @@ export interface Broker {
    * the persistent sessions it opened (mounted client ids).
    */
   removeDevice(tenantId: string, deviceId: string, sessionClientIds: readonly string[]): void
+  /** Sets the handler that sees every accepted message (the functions' dispatcher). */
+  setMessageHandler(handler: MessageHandler | null): void
+  /**
+   * Publishes on behalf of the gateway (a function's output) to a tenant-relative topic: delivered
+   * to the tenant's subscribers, retained within the tenant's quota. Returns false when the tenant
+   * does not exist (any more).
+   */
+  publish(tenantId: string, topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean): boolean
   /** Connections open per tenant. */
   connections(tenantId: string): number
   /** Connections open per device of a tenant. */
@@ -162,6 +187,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const dummyHash = hasher.hash(randomUUID())
   dummyHash.catch(() => {}) // a hasher closed before it finished; verify() reports that failure
   const tenants = new Map<string, TenantState>()
+  let messageHandler: MessageHandler | null = null
 
   const loadTenant = (tenantId: string): TenantState | undefined => {
     const record = store.getTenant(tenantId)
@@ -381,6 +407,17 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
       packet.topic = tenant.prefix + topic
       capRetained(tenant, packet)
+      if (messageHandler !== null) {
+        handOver({
+          tenantId: tenant.id,
+          topic,
+          payload: packet.payload as Buffer,
+          qos: packet.qos,
+          retain: packet.retain,
+          deviceId: session.deviceId,
+          receivedAt: now(),
+        })
+      }
       tenant.counters.messagesIn++
       tenant.counters.bytesIn += bytes
       if (waitMs === 0) callback(null)
@@ -517,7 +554,31 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       return
     }
     const tenant = tenants.get(packet.topic.slice(0, packet.topic.indexOf('/')))
-    if (tenant !== undefined) capRetained(tenant, packet)
+    if (tenant === undefined) return
+    capRetained(tenant, packet)
+    if (messageHandler !== null) {
+      handOver({
+        tenantId: tenant.id,
+        topic: packet.topic.slice(tenant.prefix.length),
+        payload: packet.payload as Buffer,
+        qos: packet.qos,
+        retain: packet.retain,
+        deviceId: client?.[SESSION]?.deviceId ?? null,
+        receivedAt: now(),
+      })
+    }
+  }
+
+  /**
+   * Gives an accepted message to the functions. Whatever goes wrong there is logged and stays
+   * there: it must not fail the device's publish nor reach aedes, which would end the process.
+   */
+  function handOver(message: BrokerMessage): void {
+    try {
+      messageHandler?.(message)
+    } catch (error) {
+      logger.error({ err: error, tenant: message.tenantId }, 'cannot hand a message to the functions')
+    }
   }
 
   /** Sends a publish nowhere: to {@link DROPPED_TOPIC}, never stored as retained. */
@@ -742,6 +803,24 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     removeDevice(tenantId, deviceId, sessionClientIds) {
       for (const client of clientsOf(tenantId, deviceId)) closeWithoutWill(client)
       for (const clientId of sessionClientIds) options.persistence.deleteClient(clientId)
+    },
+    setMessageHandler(handler) {
+      messageHandler = handler
+    },
+    publish(tenantId, topic, payload, qos, retain) {
+      const tenant = tenants.get(tenantId)
+      if (tenant === undefined) return false
+      const packet = {
+        cmd: 'publish',
+        topic: tenant.prefix + topic,
+        payload,
+        qos,
+        retain,
+        dup: false,
+      } as AedesPublishPacket
+      capRetained(tenant, packet)
+      aedes.publish(packet, () => {})
+      return true
     },
     connections: (tenantId) => tenants.get(tenantId)?.clients.size ?? 0,
     onlineDevices(tenantId) {

@@ -1,15 +1,19 @@
 import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import packageJson from '../package.json' with { type: 'json' }
-import { ApiError, type ApiTarget, callApi, resolveApiTarget } from './api-client.ts'
+import { ApiError, type ApiTarget, callApi, followEvents, resolveApiTarget } from './api-client.ts'
 import type { ConfigLayer } from './config.ts'
 import { GatewayError } from './errors.ts'
+import type { FunctionVersion } from './function-store.ts'
+import type { FunctionView, TestInvocation } from './functions.ts'
 
 const program = new Command()
 program
   .name('taureau')
   .description('Taureau edge serverless gateway: MQTT broker, tenant functions, private uplink')
   .version(packageJson.version)
+  // Options before a command belong to the program, after it to the command: `fn invoke --version`.
+  .enablePositionalOptions()
   .showHelpAfterError()
 
 const portArg = (value: string): number => {
@@ -132,6 +136,9 @@ const QUOTA_OPTIONS = [
   ['--max-payload-bytes <n>', 'maxPayloadBytes', 'largest payload'],
   ['--max-retained-messages <n>', 'maxRetainedMessages', 'retained messages kept'],
   ['--max-persistent-sessions <n>', 'maxPersistentSessions', 'persistent sessions kept'],
+  ['--max-functions <n>', 'maxFunctions', 'functions deployed'],
+  ['--max-function-memory-mb <n>', 'maxFunctionMemoryMb', 'largest memory limit of a function, MiB'],
+  ['--max-function-timeout-ms <n>', 'maxFunctionTimeoutMs', 'longest deadline of an invocation, ms'],
 ] as const
 
 function withQuotaOptions(command: Command): Command {
@@ -303,6 +310,321 @@ apiCommand(device, 'rotate', 'give a device a new secret; its connections close'
   .action((tenantId: string, deviceId: string, flags: ApiFlags) =>
     run(flags, (target) => callApi(target, 'POST', `${devicePath(tenantId, deviceId)}/rotate`), credentials),
   )
+
+const fn = program.command('fn').description("manage a tenant's functions")
+const fnPath = (tenantId: string, name = '', rest = '') =>
+  `/tenants/${encodeURIComponent(tenantId)}/functions${name === '' ? '' : `/${encodeURIComponent(name)}`}${rest}`
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+const describeTriggers = (triggers: FunctionView['triggers']): string =>
+  triggers
+    .map((trigger) =>
+      'topic' in trigger
+        ? trigger.topic
+        : 'every' in trigger
+          ? `every ${trigger.every}`
+          : `cron ${trigger.cron}`,
+    )
+    .join(', ')
+const showFunction = (result: unknown): string => {
+  const view = (result as { function: FunctionView }).function
+  return [
+    `function ${view.name}: version ${view.version} (latest ${view.latestVersion}), ${view.state}`,
+    `triggers: ${describeTriggers(view.triggers)}`,
+    `output:   ${view.output ?? '(none)'}`,
+    `limits:   ${view.limits.memoryMb} MiB, ${view.limits.timeoutMs} ms`,
+    ...(view.problem === null ? [] : [`problem:  ${view.problem}`]),
+  ].join('\n')
+}
+/** `--config key=value`: the value is read as JSON when it parses, else taken as a string. */
+const configValues = (pairs: string[]): Record<string, unknown> => {
+  const config: Record<string, unknown> = {}
+  for (const pair of pairs) {
+    const at = pair.indexOf('=')
+    if (at <= 0) throw new ApiError(`Cannot read --config ${pair}: expected KEY=VALUE`, 0, 'invalid_input')
+    const text = pair.slice(at + 1)
+    let value: unknown = text
+    try {
+      value = JSON.parse(text)
+    } catch {}
+    config[pair.slice(0, at)] = value
+  }
+  return config
+}
+const readSource = async (file: string): Promise<string> => {
+  try {
+    return file === '-' ? await readStdin() : readFileSync(file, 'utf8')
+  } catch (cause) {
+    throw new ApiError(
+      `Cannot read the function source ${file}: ${(cause as Error).message}`,
+      0,
+      'invalid_input',
+    )
+  }
+}
+
+apiCommand(fn, 'deploy', 'deploy a function from a JavaScript file (a new version each time)')
+  .argument('<tenant>', 'tenant id')
+  .argument('<file>', "the function's source (an ES module), or '-' for standard input")
+  .requiredOption('--name <name>', 'function name')
+  .option('--trigger <filter>', 'run on messages matching this MQTT topic filter (repeatable)', collect)
+  .option('--every <duration>', "run onSchedule every interval, e.g. '10s', '5m' (repeatable)", collect)
+  .option('--cron <expression>', 'run onSchedule on a cron schedule (repeatable)', collect)
+  .option('--timezone <zone>', "IANA time zone of the --cron schedules (default UTC), e.g. 'Europe/Paris'")
+  .option('--output <topic>', "publish onMessage's return value to this topic")
+  .option('--memory <mb>', 'memory limit, MiB', countArg)
+  .option('--timeout <ms>', 'CPU deadline per invocation, ms', countArg)
+  .option('--config <key=value>', 'a config value for ctx.config; JSON or text (repeatable)', collect)
+  .option('--disabled', 'store the version without running it')
+  .action(
+    async (
+      tenantId: string,
+      file: string,
+      flags: ApiFlags & {
+        name: string
+        trigger?: string[]
+        every?: string[]
+        cron?: string[]
+        timezone?: string
+        output?: string
+        memory?: number
+        timeout?: number
+        config?: string[]
+        disabled?: boolean
+      },
+    ) => {
+      const triggers = [
+        ...(flags.trigger ?? []).map((topic) => ({ topic })),
+        ...(flags.every ?? []).map((every) => ({ every })),
+        ...(flags.cron ?? []).map((cron) =>
+          flags.timezone === undefined ? { cron } : { cron, timezone: flags.timezone },
+        ),
+      ]
+      if (triggers.length === 0) {
+        throw new ApiError(
+          'Cannot deploy without a trigger: give --trigger, --every or --cron',
+          0,
+          'invalid_input',
+        )
+      }
+      const limits = {
+        ...(flags.memory === undefined ? {} : { memoryMb: flags.memory }),
+        ...(flags.timeout === undefined ? {} : { timeoutMs: flags.timeout }),
+      }
+      const body = {
+        name: flags.name,
+        source: await readSource(file),
+        triggers,
+        ...(flags.output === undefined ? {} : { output: flags.output }),
+        ...(Object.keys(limits).length === 0 ? {} : { limits }),
+        ...(flags.config === undefined ? {} : { config: configValues(flags.config) }),
+        ...(flags.disabled ? { enabled: false } : {}),
+      }
+      return run(
+        flags,
+        (target) => callApi(target, 'POST', fnPath(tenantId), body),
+        (result) => {
+          const view = (result as { function: { name: string; version: number } }).function
+          return `deployed ${view.name} version ${view.version}\n${showFunction(result)}`
+        },
+      )
+    },
+  )
+apiCommand(fn, 'list', "list a tenant's functions")
+  .argument('<tenant>', 'tenant id')
+  .action((tenantId: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'GET', fnPath(tenantId)),
+      (result) =>
+        table(
+          (result as { functions: FunctionView[] }).functions.map((view) => ({
+            ...view,
+            triggers: describeTriggers(view.triggers),
+            invocations: view.stats.invocations,
+            errors: view.stats.errors,
+          })),
+          ['name', 'version', 'state', 'triggers', 'output', 'invocations', 'errors'],
+        ),
+    ),
+  )
+apiCommand(fn, 'show', 'show a function and its current source')
+  .argument('<tenant>', 'tenant id')
+  .argument('<name>', 'function name')
+  .action((tenantId: string, name: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'GET', fnPath(tenantId, name)),
+      (result) => `${showFunction(result)}\n\n${(result as { source: string }).source}`,
+    ),
+  )
+apiCommand(fn, 'versions', "list a function's kept versions")
+  .argument('<tenant>', 'tenant id')
+  .argument('<name>', 'function name')
+  .action((tenantId: string, name: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'GET', fnPath(tenantId, name, '/versions')),
+      (result) =>
+        table(
+          (
+            result as { versions: Array<FunctionVersion['spec'] & { version: number; current: boolean }> }
+          ).versions.map((version) => ({
+            ...version,
+            current: version.current ? '*' : '',
+            triggers: describeTriggers(version.triggers),
+          })),
+          ['version', 'current', 'createdAt', 'triggers', 'output'],
+        ),
+    ),
+  )
+apiCommand(fn, 'rollback', 'make a kept version the one that runs')
+  .argument('<tenant>', 'tenant id')
+  .argument('<name>', 'function name')
+  .argument('<version>', 'version number', countArg)
+  .action((tenantId: string, name: string, version: number, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'POST', fnPath(tenantId, name, '/rollback'), { version }),
+      showFunction,
+    ),
+  )
+for (const [verb, help] of [
+  ['enable', 'start running a function again'],
+  ['disable', 'stop running a function; its versions are kept'],
+] as const) {
+  apiCommand(fn, verb, help)
+    .argument('<tenant>', 'tenant id')
+    .argument('<name>', 'function name')
+    .action((tenantId: string, name: string, flags: ApiFlags) =>
+      run(flags, (target) => callApi(target, 'POST', fnPath(tenantId, name, `/${verb}`)), showFunction),
+    )
+}
+apiCommand(fn, 'remove', 'delete a function with its versions and dead letters')
+  .argument('<tenant>', 'tenant id')
+  .argument('<name>', 'function name')
+  .action((tenantId: string, name: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'DELETE', fnPath(tenantId, name)),
+      () => `removed function ${name}`,
+    ),
+  )
+apiCommand(fn, 'invoke', 'run a function on a sample message; nothing it does takes effect')
+  .argument('<tenant>', 'tenant id')
+  .argument('<name>', 'function name')
+  .option('--topic <topic>', "the sample message's topic (default: from the first trigger)")
+  .option('--payload <payload>', 'the payload: JSON, or text when it does not parse')
+  .option('--device <device>', 'the publishing device id')
+  .option('--schedule', 'run onSchedule instead of onMessage')
+  .option('--version <n>', 'run a kept version instead of the current one', countArg)
+  .action(
+    (
+      tenantId: string,
+      name: string,
+      flags: ApiFlags & {
+        topic?: string
+        payload?: string
+        device?: string
+        schedule?: boolean
+        version?: number
+      },
+    ) => {
+      let payload: unknown = flags.payload
+      if (flags.payload !== undefined) {
+        try {
+          payload = JSON.parse(flags.payload)
+        } catch {}
+      }
+      const message = {
+        ...(flags.topic === undefined ? {} : { topic: flags.topic }),
+        ...(payload === undefined ? {} : { payload }),
+        ...(flags.device === undefined ? {} : { device: flags.device }),
+      }
+      const body = {
+        ...(flags.schedule ? { handler: 'onSchedule' } : { message }),
+        ...(flags.version === undefined ? {} : { version: flags.version }),
+      }
+      return run(
+        flags,
+        (target) => callApi(target, 'POST', fnPath(tenantId, name, '/invoke'), body),
+        (result) => {
+          const invocation = (result as { invocation: TestInvocation }).invocation
+          if (!invocation.ok) {
+            process.exitCode = 1
+            return `failed (${invocation.error.code}): ${invocation.error.message}`
+          }
+          const lines = [
+            `ok in ${invocation.durationMs.toFixed(2)} ms, memory ${(invocation.memoryBytes / 1048576).toFixed(1)} MiB`,
+            `value: ${JSON.stringify(invocation.value)}`,
+          ]
+          if (invocation.output !== null)
+            lines.push(`output ${invocation.output.topic}: ${invocation.output.payload}`)
+          for (const publish of invocation.publishes)
+            lines.push(`publish ${publish.topic}: ${publish.payload}`)
+          for (const emit of invocation.emits)
+            lines.push(`emit [${emit.stream}]: ${JSON.stringify(emit.record)}`)
+          for (const line of invocation.logs) lines.push(`log: ${line}`)
+          return lines.join('\n')
+        },
+      )
+    },
+  )
+apiCommand(fn, 'logs', "print a function's recent log lines; --follow streams new ones")
+  .argument('<tenant>', 'tenant id')
+  .argument('<name>', 'function name')
+  .option('--follow', 'keep streaming new lines until interrupted')
+  .action(async (tenantId: string, name: string, flags: ApiFlags & { follow?: boolean }) => {
+    const format = (line: { ts: number; version: number; level: string; message: string }) =>
+      flags.json
+        ? JSON.stringify(line)
+        : `${new Date(line.ts).toISOString()} v${line.version} ${line.level === 'error' ? 'ERROR ' : ''}${line.message}`
+    const target = resolveApiTarget(flags)
+    if (!flags.follow) {
+      const { logs } = (await callApi(target, 'GET', fnPath(tenantId, name, '/logs'))) as {
+        logs: Array<{ ts: number; version: number; level: string; message: string }>
+      }
+      for (const line of logs) console.log(format(line))
+      return
+    }
+    await followEvents(target, fnPath(tenantId, name, '/logs?follow=true'), (data) =>
+      console.log(format(JSON.parse(data))),
+    )
+  })
+
+const deadLetters = program.command('dead-letters').description("list or purge a tenant's dead letters")
+apiCommand(deadLetters, 'list', 'list the newest dead letters')
+  .argument('<tenant>', 'tenant id')
+  .option('--function <name>', 'only those of one function')
+  .option('--limit <n>', 'how many (default 100)', countArg)
+  .action((tenantId: string, flags: ApiFlags & { function?: string; limit?: number }) => {
+    const query = new URLSearchParams()
+    if (flags.function !== undefined) query.set('function', flags.function)
+    if (flags.limit !== undefined) query.set('limit', String(flags.limit))
+    return run(
+      flags,
+      (target) => callApi(target, 'GET', `/tenants/${encodeURIComponent(tenantId)}/dead-letters?${query}`),
+      (result) =>
+        table((result as { deadLetters: Array<Record<string, unknown>> }).deadLetters, [
+          'id',
+          'function',
+          'version',
+          'reason',
+          'error',
+          'createdAt',
+        ]),
+    )
+  })
+apiCommand(deadLetters, 'purge', 'delete dead letters')
+  .argument('<tenant>', 'tenant id')
+  .option('--function <name>', 'only those of one function')
+  .action((tenantId: string, flags: ApiFlags & { function?: string }) => {
+    const query = flags.function === undefined ? '' : `?function=${encodeURIComponent(flags.function)}`
+    return run(
+      flags,
+      (target) => callApi(target, 'DELETE', `/tenants/${encodeURIComponent(tenantId)}/dead-letters${query}`),
+      (result) => `purged ${(result as { purged: number }).purged} dead letters`,
+    )
+  })
 
 try {
   await program.parseAsync(process.argv)

@@ -24,6 +24,12 @@ const quotaFields = {
     .int()
     .min(0)
     .max(256 * 1024 * 1024),
+  /** Functions the tenant may deploy. */
+  maxFunctions: z.number().int().min(0).max(10_000),
+  /** Largest memory limit one of the tenant's functions may ask for, in MiB. */
+  maxFunctionMemoryMb: z.number().int().min(1).max(4096),
+  /** Longest CPU deadline one of the tenant's functions may ask for, in ms. */
+  maxFunctionTimeoutMs: z.number().int().min(1).max(600_000),
 }
 
 /** Per-tenant quotas: the bounds a tenant's devices share. Also the defaults for new tenants. */
@@ -35,6 +41,9 @@ export const quotasSchema = z
     maxPayloadBytes: quotaFields.maxPayloadBytes.default(256 * 1024),
     maxRetainedMessages: quotaFields.maxRetainedMessages.default(10_000),
     maxPersistentSessions: quotaFields.maxPersistentSessions.default(1_000),
+    maxFunctions: quotaFields.maxFunctions.default(50),
+    maxFunctionMemoryMb: quotaFields.maxFunctionMemoryMb.default(32),
+    maxFunctionTimeoutMs: quotaFields.maxFunctionTimeoutMs.default(5_000),
   })
   .strict()
 
@@ -47,6 +56,9 @@ export const quotaOverridesSchema = z
     maxPayloadBytes: quotaFields.maxPayloadBytes.optional(),
     maxRetainedMessages: quotaFields.maxRetainedMessages.optional(),
     maxPersistentSessions: quotaFields.maxPersistentSessions.optional(),
+    maxFunctions: quotaFields.maxFunctions.optional(),
+    maxFunctionMemoryMb: quotaFields.maxFunctionMemoryMb.optional(),
+    maxFunctionTimeoutMs: quotaFields.maxFunctionTimeoutMs.optional(),
   })
   .strict()
 
@@ -114,6 +126,44 @@ export const configSchema = z
         freeFailures: z.number().int().min(0).max(1000).default(3),
         /** Longest delay a failing address waits for its CONNACK, in ms. */
         maxDelayMs: z.number().int().min(0).max(600_000).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    functions: z
+      .object({
+        /** Worker threads that run tenant functions; default cores - 1, at least 1. */
+        workers: z.number().int().min(1).max(256).nullable().default(null),
+        /**
+         * Hard cap of each tenant's QuickJS WebAssembly memory, in MiB: the functions of one tenant
+         * share it, each within its own limit. At least 32 (QuickJS starts with 16).
+         */
+        tenantMemoryMb: z.number().int().min(32).max(4096).default(64),
+        /** A function's memory limit when its deploy sets none, in MiB. */
+        defaultMemoryMb: z.number().int().min(1).max(4096).default(16),
+        /** A function's CPU deadline per invocation when its deploy sets none, in ms. */
+        defaultTimeoutMs: z.number().int().min(1).max(600_000).default(1_000),
+        /** Versions kept per function (at least 20); older ones are pruned, never the one that runs. */
+        keepVersions: z.number().int().min(20).max(10_000).default(20),
+        /** Most messages sent to a worker in one batch. */
+        maxBatch: z.number().int().min(1).max(10_000).default(64),
+        /** Messages waiting per function; past it new ones go to the dead letters as `queue_full`. */
+        queueLimit: z.number().int().min(1).max(1_000_000).default(10_000),
+        /** Payload bytes waiting per function; past it new messages go to the dead letters as `queue_full`. */
+        queueBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(4 * 1024 * 1024 * 1024)
+          .default(16 * 1024 * 1024),
+        /** Dead letters kept per tenant; the oldest go first. */
+        deadLetterLimit: z.number().int().min(1).max(1_000_000).default(1_000),
+        /** Log lines kept in memory per function for `fn logs`. */
+        logLines: z.number().int().min(1).max(100_000).default(500),
+        /**
+         * How many functions a message's output may pass through (a function's output triggering
+         * another): bounds loops such as a function triggered by its own output.
+         */
+        maxChainDepth: z.number().int().min(1).max(64).default(8),
       })
       .strict()
       .prefault({}),

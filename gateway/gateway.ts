@@ -1,14 +1,18 @@
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { type ServerType, serve } from '@hono/node-server'
 import { type Logger, pino } from 'pino'
+import { createWorkerPool, type WorkerPool } from '../sandbox/index.ts'
 import { createApi, hashToken } from './api.ts'
 import { type Broker, createBroker } from './broker.ts'
 import { createSqlitePersistence, type SqlitePersistence } from './broker-persistence.ts'
-import type { GatewayConfig } from './config.ts'
+import type { GatewayConfig, Quotas } from './config.ts'
 import { ADMIN_TOKEN_FILE, API_URL_FILE, STORE_FILE } from './data-files.ts'
+import { createFunctionStore, type FunctionStore } from './function-store.ts'
+import { createFunctions, type Functions } from './functions.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
 import { createStore, type Store } from './store.ts'
@@ -41,6 +45,10 @@ export interface Gateway {
   readonly store: Store
   readonly broker: Broker
   readonly metrics: Metrics
+  readonly functions: Functions
+  readonly functionStore: FunctionStore
+  /** The sandbox worker pool the functions run in. */
+  readonly pool: WorkerPool
   /** Stops accepting, disconnects clients, then closes the store: children before parents. */
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
@@ -79,8 +87,33 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         'clients without credentials join this tenant (development only)',
       )
     }
+    const pool: WorkerPool = createWorkerPool({
+      size: config.functions.workers ?? Math.max(1, cpus().length - 1),
+      memoryLimitBytes: config.functions.tenantMemoryMb * 1024 * 1024,
+    })
+    opened.push(() => pool.close())
+    const functionStore = createFunctionStore(store.db, { deadLetterLimit: config.functions.deadLetterLimit })
     const broker = await createBroker({ store, persistence, hasher, metrics, logger, config })
+    const quotasOf = (tenantId: string): Quotas | undefined => {
+      const tenant = store.getTenant(tenantId)
+      return tenant === undefined
+        ? undefined
+        : ({ ...config.tenantDefaults.quotas, ...tenant.quotaOverrides } as Quotas)
+    }
+    const functions = createFunctions({
+      functionStore,
+      broker,
+      pool,
+      metrics,
+      logger,
+      config: config.functions,
+      quotas: quotasOf,
+    })
+    // Closed after the broker (no new messages), before the pool (invocations in flight finish).
+    opened.push(() => functions.close())
     opened.push(() => broker.close())
+    await functions.start()
+    broker.setMessageHandler(functions.handleMessage)
     const brokerAddress = await broker.listen(config.host, config.mqtt.port, config.mqtt.wsPort)
 
     const app = createApi({
@@ -91,6 +124,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       defaultQuotas: config.tenantDefaults.quotas,
       maxBodyBytes: config.http.maxBodyBytes,
       publicMetrics: config.http.publicMetrics,
+      functions: { runtime: functions, store: functionStore },
     })
     const http = await new Promise<ServerType>((resolvePromise, reject) => {
       const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.host }, () =>
@@ -124,6 +158,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       store,
       broker,
       metrics,
+      functions,
+      functionStore,
+      pool,
       close: () => {
         closing ??= closeOpened().then(() => logger.info('gateway stopped'))
         return closing

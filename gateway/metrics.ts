@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
 /**
  * Why a message was not passed on (or, for `retained_quota`, passed on but not kept as retained).
@@ -38,6 +38,14 @@ export interface Metrics {
   /** Counts a refused CONNECT; `tenantId` null when the tenant named does not exist. */
   authFailure(reason: ConnectRefusal, tenantId: string | null): void
   protocolViolation(): void
+  /**
+   * Counts an invocation of a function: `ok`, or the failure's reason (`deadline`, `memory`,
+   * `handler_threw`, `bad_output`, `broken`, `queue_full`, `chain_too_deep`). The time of a
+   * successful one goes into the tenant's latency histogram.
+   */
+  functionInvocation(tenantId: string, name: string, outcome: string, durationMs?: number): void
+  /** Forgets a deleted function's series. */
+  removeFunction(tenantId: string, name: string): void
 }
 
 const DROP_REASONS: readonly DropReason[] = [
@@ -125,6 +133,21 @@ export function createMetrics(): Metrics {
     registers: [registry],
   })
 
+  const invocations = new Counter({
+    name: 'taureau_function_invocations_total',
+    help: 'Function invocations, per tenant, function and outcome (ok or the reason of the failure)',
+    labelNames: ['tenant', 'function', 'outcome'],
+    registers: [registry],
+  })
+  const durations = new Histogram({
+    name: 'taureau_function_duration_seconds',
+    help: 'Time of successful invocations inside the sandbox, per tenant',
+    labelNames: ['tenant'],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [registry],
+  })
+  const outcomesSeen = new Map<string, Set<string>>()
+
   return {
     registry,
     tenant(tenantId) {
@@ -142,8 +165,26 @@ export function createMetrics(): Metrics {
       }
       return counters
     },
+    functionInvocation(tenantId, name, outcome, durationMs) {
+      invocations.inc({ tenant: tenantId, function: name, outcome })
+      const key = `${tenantId}\u0000${name}`
+      let seen = outcomesSeen.get(key)
+      if (seen === undefined) {
+        seen = new Set()
+        outcomesSeen.set(key, seen)
+      }
+      seen.add(outcome)
+      if (durationMs !== undefined) durations.observe({ tenant: tenantId }, durationMs / 1000)
+    },
+    removeFunction(tenantId, name) {
+      const key = `${tenantId}\u0000${name}`
+      for (const outcome of outcomesSeen.get(key) ?? [])
+        invocations.remove({ tenant: tenantId, function: name, outcome })
+      outcomesSeen.delete(key)
+    },
     removeTenant(tenantId) {
       tenants.delete(tenantId)
+      durations.remove({ tenant: tenantId })
       for (const reason of CONNECT_REFUSALS) authFailures.remove({ tenant: tenantId, reason })
     },
     authFailure(reason, tenantId) {

@@ -55,4 +55,49 @@ export const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
       CREATE INDEX device_sessions_by_device ON device_sessions (tenant_id, device_id);
     `)
   },
+  // 3: tenant functions: a row per function, immutable versions, dead letters and the outbox.
+  (db) => {
+    db.exec(`
+      CREATE TABLE functions (
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        current_version INTEGER NOT NULL,
+        latest_version INTEGER NOT NULL,
+        enabled INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+      ) STRICT;
+      CREATE TABLE function_versions (
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, name, version),
+        FOREIGN KEY (tenant_id, name) REFERENCES functions (tenant_id, name) ON DELETE CASCADE
+      ) STRICT;
+      CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        function TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        error TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX dead_letters_by_function ON dead_letters (tenant_id, function, id);
+      CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        function TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        record TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX outbox_by_tenant ON outbox (tenant_id, seq);
+    `)
+  },
 ]

@@ -6,12 +6,14 @@ export const SANDBOX_ERROR_CODES = {
   handlerThrew: 'handler_threw',
   /** The invocation ran past its CPU deadline. */
   deadline: 'deadline',
-  /** The tenant's memory cap was reached; the sandbox must be rebuilt. */
+  /** The function's memory limit or the tenant's cap was reached; the tenant's sandbox must be rebuilt. */
   memory: 'memory',
   /** The handler's output broke a cap or the rules of `ctx` (size, counts, topics). */
   badOutput: 'bad_output',
-  /** The sandbox is broken or disposed and must be rebuilt. */
+  /** The sandbox is broken or disposed and must be rebuilt, or its worker was lost. */
   broken: 'broken',
+  /** Too many invocations are waiting for the tenant or its worker; nothing was run. Retry later. */
+  overloaded: 'overloaded',
 } as const
 
 /** One of {@link SANDBOX_ERROR_CODES}. */

@@ -1,14 +1,26 @@
 // The sandbox's public API: tenant sandboxes on QuickJS WebAssembly. The gateway imports only this.
 export { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.ts'
 export {
+  type BatchControl,
+  type CallOutcome,
+  type CompileOptions,
   createTenantSandbox,
   type GuestEmit,
   type GuestPublish,
   type HandlerName,
+  type InvocationCall,
   type InvocationInfo,
   type InvocationResult,
+  prepareSandboxInstance,
   quickJSWasmModule,
+  type SandboxInstance,
   type TenantSandbox,
   type TenantSandboxOptions,
 } from './tenant-sandbox.ts'
-export { createWorkerPool, type WorkerPool, type WorkerPoolOptions } from './worker-pool.ts'
+export {
+  createWorkerPool,
+  type IsolationOptions,
+  type TenantPlacement,
+  type WorkerPool,
+  type WorkerPoolOptions,
+} from './worker-pool.ts'

@@ -6,11 +6,11 @@ import {
   type QuickJSContext,
   type QuickJSHandle,
   type QuickJSRuntime,
+  type QuickJSWASMModule,
   RELEASE_SYNC,
-  shouldInterruptAfterDeadline,
 } from 'quickjs-emscripten'
-import { fromBoundaryJson, toBoundaryJson } from './bytes.ts'
-import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
+import { BYTES_MARKER, fromBoundaryJson, toBoundaryJson } from './bytes.ts'
+import { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.ts'
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
 import { GUEST_LIBRARIES } from './guest-libraries.ts'
 
@@ -18,6 +18,11 @@ const require = createRequire(import.meta.url)
 const WASM_PAGE_BYTES = 65_536
 // Emscripten's build of QuickJS starts with 256 pages (16 MiB) of memory; the cap is above that.
 const INITIAL_PAGES = 256
+const MIB = 1024 * 1024
+/** The smallest per-function memory limit: a runtime, its context and the bootstrap take ~100 KiB. */
+const MIN_FUNCTION_MEMORY_BYTES = MIB
+/** Longest guest error text kept in a message. */
+const MAX_MESSAGE_CHARS = 1000
 
 let compiled: Promise<WebAssembly.Module> | undefined
 
@@ -29,21 +34,77 @@ export function quickJSWasmModule(): Promise<WebAssembly.Module> {
   return compiled
 }
 
+/**
+ * An instantiated QuickJS module with its own capped memory, not yet given to a tenant. A worker
+ * keeps one ready so that a tenant's cold start does not wait for instantiation.
+ */
+export interface SandboxInstance {
+  readonly memoryLimitBytes: number
+}
+
+interface PreparedInstance extends SandboxInstance {
+  module: QuickJSWASMModule
+  memory: WebAssembly.Memory
+  taken: boolean
+}
+
+/** Instantiates the QuickJS module with a memory capped at `memoryLimitBytes`, for one tenant. */
+export async function prepareSandboxInstance(memoryLimitBytes: number): Promise<SandboxInstance> {
+  checkMemoryLimit(memoryLimitBytes)
+  const memory = new WebAssembly.Memory({
+    initial: INITIAL_PAGES,
+    maximum: Math.floor(memoryLimitBytes / WASM_PAGE_BYTES),
+  })
+  const variant = newVariant(RELEASE_SYNC, { wasmModule: await quickJSWasmModule(), wasmMemory: memory })
+  const module = await newQuickJSWASMModuleFromVariant(variant)
+  const prepared: PreparedInstance = { memoryLimitBytes, module, memory, taken: false }
+  return prepared
+}
+
+function checkMemoryLimit(memoryLimitBytes: number): void {
+  if (!Number.isInteger(memoryLimitBytes) || memoryLimitBytes < 32 * MIB) {
+    throw new RangeError(
+      `Cannot create a sandbox with a memory limit of ${memoryLimitBytes} bytes (at least 32 MiB)`,
+    )
+  }
+}
+
 /** Options of {@link createTenantSandbox}. */
 export interface TenantSandboxOptions {
   tenantId: string
   /** Hard cap of the tenant's WebAssembly memory, in bytes; at least 32 MiB. */
   memoryLimitBytes: number
-  /** QuickJS stack limit, in bytes. Default 512 KiB. */
+  /**
+   * QuickJS stack limit of each function, in bytes. Default 256 KiB (about 1,500 nested calls).
+   * QuickJS counts its C stack, but each C frame also takes native stack in the host thread; the
+   * parser, the worst measured, takes up to 32 times more. So the thread needs 64 times this much
+   * native stack (the pool's workers get 16 MiB) or deep recursion becomes a host stack overflow,
+   * which breaks the sandbox instead of failing the invocation.
+   */
   stackBytes?: number
-  /** Largest JSON result of one invocation, in bytes. Default 1 MiB. */
+  /** Largest JSON outcome of one invocation, in bytes. Default 1 MiB. */
   maxOutputBytes?: number
-  /** Most publishes and emits of one invocation. Default 100 each. */
+  /** Most publishes and most emits of one invocation. Default 100 each. */
   maxEffects?: number
+  /** Most log lines of one invocation; further lines are counted and dropped. Default 100. */
+  maxLogLines?: number
+  /** CPU deadline of a function's top-level code when it is compiled. Default 1000 ms. */
+  compileDeadlineMs?: number
+  /** A module instance from {@link prepareSandboxInstance}, used instead of a new one. */
+  instance?: SandboxInstance
 }
 
 /** What a function's module must export, checked at compile time. */
 export type HandlerName = 'onMessage' | 'onSchedule'
+
+/** Options of a compiled function. */
+export interface CompileOptions {
+  /**
+   * The function's memory limit, in bytes, at least 1 MiB; clamped to the tenant's cap. Without
+   * it, only the tenant's cap applies. See {@link TenantSandbox.compile} for what it bounds.
+   */
+  memoryBytes?: number
+}
 
 /** One buffered publish of an invocation, tenant-relative. */
 export interface GuestPublish {
@@ -79,19 +140,48 @@ export interface InvocationInfo {
   now: number
 }
 
+/** One invocation of a batch: the handler's arguments (before `ctx`) and what `ctx` tells. */
+export interface InvocationCall {
+  args: unknown[]
+  info: InvocationInfo
+}
+
+/** How one invocation of a batch ended; one call's failure never fails the others. */
+export type CallOutcome =
+  | { ok: true; result: InvocationResult }
+  | { ok: false; code: SandboxErrorCode; message: string }
+
+/** Hooks of {@link TenantSandbox.invokeBatch}, for a scheduler that watches or cuts a batch. */
+export interface BatchControl {
+  /** Called before call `index` starts; `deadlineAt` is its deadline in `Date.now()` time. */
+  onCallStart?(index: number, deadlineAt: number): void
+  /** Called after call `index`, with the host time it took; returning true ends the batch there. */
+  onCallEnd?(index: number, outcome: CallOutcome, spentMs: number): boolean | undefined
+}
+
 /**
- * One tenant's sandbox: its own QuickJS WebAssembly instance (its own capped linear memory),
- * runtime and context. Functions are compiled into it as ES modules and invoked with JSON values;
- * nothing of the host enters the guest. After a memory failure or a host-side fault the sandbox
- * is `broken` and must be replaced: it is never trusted to recover, nor to dispose cleanly.
+ * One tenant's sandbox: its own QuickJS WebAssembly instance (its own capped linear memory), and in
+ * it one QuickJS runtime and context per function, so a function never sees another's globals or
+ * prototypes. Functions are compiled as ES modules and invoked with JSON values; nothing of the
+ * host enters the guest. After a memory failure or a host-side fault the sandbox is `broken` and
+ * must be replaced: it is never trusted to recover, nor to dispose cleanly.
  */
 export interface TenantSandbox {
   readonly tenantId: string
   readonly broken: boolean
-  /** Compiles `source` as function `key`; throws `invalid_function` with line and column. */
-  compile(key: string, source: string, handlers: readonly HandlerName[]): void
-  /** Forgets a compiled function. */
+  /**
+   * Compiles `source` as function `key` in a fresh runtime, replacing an earlier version only if it
+   * compiles; throws `invalid_function` with line and column. `memoryBytes` is enforced two ways,
+   * as QuickJS's own limit is no byte cap in this WebAssembly build (it counts 8 bytes per
+   * allocation, as Emscripten has no `malloc_usable_size`): QuickJS refuses any single allocation
+   * larger than it, and one invocation may not grow the tenant's memory by more than it (checked
+   * at interrupt polls and after the call). The tenant's capped memory stays the hard cap.
+   */
+  compile(key: string, source: string, handlers: readonly HandlerName[], options?: CompileOptions): void
+  /** Forgets a compiled function and frees its runtime. */
   remove(key: string): void
+  /** Whether function `key` is compiled. */
+  has(key: string): boolean
   /** Runs a handler of a compiled function with the given arguments (before `ctx`). */
   invoke(
     key: string,
@@ -100,236 +190,663 @@ export interface TenantSandbox {
     info: InvocationInfo,
     deadlineMs: number,
   ): InvocationResult
+  /**
+   * Runs the calls in order, each with its own deadline of `deadlineMs`, and returns one outcome
+   * per call run. Fewer outcomes than calls come back when `control` ended the batch or the
+   * sandbox broke (the last outcome then says why): the caller runs the rest elsewhere.
+   */
+  invokeBatch(
+    key: string,
+    handler: HandlerName,
+    calls: readonly InvocationCall[],
+    deadlineMs: number,
+    control?: BatchControl,
+  ): CallOutcome[]
   dispose(): void
   [Symbol.dispose](): void
 }
 
+/** A function's runtime, context and the bootstrap's entry points in it. */
+interface FunctionRuntime {
+  key: string
+  source: string
+  handlers: readonly HandlerName[]
+  memoryBytes: number | undefined
+  runtime: QuickJSRuntime
+  context: QuickJSContext
+  /** Handles to dispose, in order of creation. */
+  handles: QuickJSHandle[]
+  setInfo: QuickJSHandle
+  run: QuickJSHandle
+  handlerNames: Map<string, QuickJSHandle>
+  /** What `ctx` currently tells, to call `setInfo` only when it changes. */
+  info: { name: string; version: number; config: unknown; configJson: string } | undefined
+}
+
+interface GuestError {
+  name?: unknown
+  message?: unknown
+  stack?: unknown
+  lineNumber?: unknown
+}
+
 /** Creates a tenant sandbox from the shared precompiled module. */
 export async function createTenantSandbox(options: TenantSandboxOptions): Promise<TenantSandbox> {
-  if (!Number.isInteger(options.memoryLimitBytes) || options.memoryLimitBytes < 32 * 1024 * 1024) {
-    throw new RangeError(
-      `Cannot create a sandbox with a memory limit of ${options.memoryLimitBytes} bytes (at least 32 MiB)`,
+  checkMemoryLimit(options.memoryLimitBytes)
+  const instance = (options.instance ?? (await prepareSandboxInstance(options.memoryLimitBytes))) as
+    | PreparedInstance
+    | undefined
+  if (instance === undefined || instance.taken || instance.memoryLimitBytes !== options.memoryLimitBytes) {
+    throw new TypeError(
+      `Cannot create the sandbox of tenant '${options.tenantId}' as its instance is taken or has another memory limit`,
     )
   }
-  const maxOutputBytes = options.maxOutputBytes ?? 1024 * 1024
+  instance.taken = true
+  const { module, memory } = instance
+  const tenantId = options.tenantId
+  const capBytes = options.memoryLimitBytes
+  const stackBytes = options.stackBytes ?? 256 * 1024
+  const maxOutputBytes = options.maxOutputBytes ?? MIB
   const maxEffects = options.maxEffects ?? 100
-  const memory = new WebAssembly.Memory({
-    initial: INITIAL_PAGES,
-    maximum: Math.floor(options.memoryLimitBytes / WASM_PAGE_BYTES),
-  })
-  const variant = newVariant(RELEASE_SYNC, { wasmModule: await quickJSWasmModule(), wasmMemory: memory })
-  const module = await newQuickJSWASMModuleFromVariant(variant)
-  const runtime: QuickJSRuntime = module.newRuntime()
-  // QuickJS's own limit stops most runaway allocations with a catchable error before the hard cap.
-  runtime.setMemoryLimit(options.memoryLimitBytes - INITIAL_PAGES * WASM_PAGE_BYTES)
-  runtime.setMaxStackSize(options.stackBytes ?? 512 * 1024)
-  // The guest libraries are the only modules a function may import.
-  runtime.setModuleLoader(
-    (name) => GUEST_LIBRARIES[name] ?? { error: new Error(`Cannot import '${name}': no such module`) },
-  )
-  const context: QuickJSContext = runtime.newContext()
+  const maxLogLines = options.maxLogLines ?? 100
+  const compileDeadlineMs = options.compileDeadlineMs ?? 1000
+  const limitsJson = JSON.stringify({ tenant: tenantId, maxEffects, maxLogs: maxLogLines })
+  const functions = new Map<string, FunctionRuntime>()
   let broken = false
   let disposed = false
 
-  const fail = (code: keyof typeof SANDBOX_ERROR_CODES, message: string, cause?: unknown): never => {
-    throw new SandboxError(SANDBOX_ERROR_CODES[code], message, cause === undefined ? {} : { cause })
+  // One interrupt handler for all the tenant's runtimes: only one of them runs at a time.
+  let deadlineAt = Number.POSITIVE_INFINITY
+  // The tenant's memory size above which the running call breaks its function's memory limit.
+  let memoryCeiling = Number.POSITIVE_INFINITY
+  let memoryExceeded = false
+  const interrupt = (): boolean => {
+    if (memory.buffer.byteLength > memoryCeiling) {
+      memoryExceeded = true
+      return true
+    }
+    return Date.now() > deadlineAt
   }
+  // Set when a function imports something other than a guest library, for a clearer message.
+  let refusedImport: string | undefined
+  const loadModule = (name: string) => {
+    if (Object.hasOwn(GUEST_LIBRARIES, name)) return GUEST_LIBRARIES[name] as string
+    refusedImport = name
+    return { error: new Error(`Cannot import '${name}': no such module`) }
+  }
+
+  const fail = (code: SandboxErrorCode, message: string, cause?: unknown): never => {
+    throw new SandboxError(code, message, cause === undefined ? {} : { cause })
+  }
+  /** Runs host-side work on the instance; a fault there leaves the instance untrusted. */
   const guard = <T>(run: () => T): T => {
-    if (broken || disposed)
-      fail('broken', `Cannot use the sandbox of tenant '${options.tenantId}' as it is broken`)
+    if (broken || disposed) {
+      fail(SANDBOX_ERROR_CODES.broken, `Cannot use the sandbox of tenant '${tenantId}' as it is broken`)
+    }
     try {
       return run()
     } catch (error) {
       if (error instanceof SandboxError) throw error
-      // A host-side fault (an abort, an out-of-bounds memory access): the instance is not trusted again.
+      // An abort, an out-of-bounds access or a host stack overflow inside the WebAssembly code.
       broken = true
-      return fail('broken', `The sandbox of tenant '${options.tenantId}' failed and must be rebuilt`, error)
+      return fail(
+        SANDBOX_ERROR_CODES.broken,
+        `The sandbox of tenant '${tenantId}' failed and must be rebuilt`,
+        error,
+      )
+    }
+  }
+  const limitText = (fn: FunctionRuntime) =>
+    fn.memoryBytes === undefined
+      ? `its tenant's limit is ${formatBytes(capBytes)}`
+      : `its limit is ${formatBytes(fn.memoryBytes)}`
+
+  /** Disposes a function's handles, context and runtime; a failure leaves the instance untrusted. */
+  const disposeFunction = (fn: FunctionRuntime | Partial<FunctionRuntime>): void => {
+    try {
+      for (const handle of (fn.handles ?? []).reverse()) if (handle.alive) handle.dispose()
+      fn.context?.dispose()
+      fn.runtime?.dispose()
+    } catch (error) {
+      broken = true
+      fail(
+        SANDBOX_ERROR_CODES.broken,
+        `The sandbox of tenant '${tenantId}' failed and must be rebuilt`,
+        error,
+      )
     }
   }
 
-  const boot = context.evalCode(GUEST_BOOTSTRAP, 'taureau:bootstrap')
-  if (boot.error) {
-    const detail = JSON.stringify(context.dump(boot.error))
-    boot.error.dispose()
-    throw new Error(`Cannot boot the sandbox: ${detail}`)
+  /** Calls a bootstrap function with string arguments; returns its string result or the dumped error. */
+  const callGuest = (
+    fn: Pick<FunctionRuntime, 'context'>,
+    target: QuickJSHandle,
+    args: QuickJSHandle[],
+  ): { text: string } | { error: GuestError | null } => {
+    const { context } = fn
+    const result = context.callFunction(target, context.undefined, ...args)
+    if (result.error) {
+      const error = dumpError(context, result.error)
+      result.error.dispose()
+      return { error }
+    }
+    const text = context.typeof(result.value) === 'string' ? context.getString(result.value) : ''
+    result.value.dispose()
+    return { text }
   }
-  boot.value.dispose()
-  const api = context.getProp(context.global, '__taureau')
 
-  const call = (method: string, args: QuickJSHandle[]): ReturnType<QuickJSContext['callFunction']> => {
-    const fn = context.getProp(api, method)
+  /**
+   * Builds a function's runtime: the bootstrap, then the module, then the checks of its exports.
+   * Throws `invalid_function` (or `memory`, leaving the sandbox broken) and frees what it made.
+   */
+  const buildFunction = (
+    key: string,
+    source: string,
+    handlers: readonly HandlerName[],
+    memoryBytes: number | undefined,
+  ): FunctionRuntime => {
+    const refuse = (why: string, where: { line?: number | undefined; column?: number | undefined } = {}) =>
+      new SandboxError(
+        SANDBOX_ERROR_CODES.invalidFunction,
+        `Cannot deploy function '${key}' as ${why}`,
+        where,
+      )
+    const partial: Partial<FunctionRuntime> & { handles: QuickJSHandle[] } = { handles: [] }
+    memoryExceeded = false
+    refusedImport = undefined
     try {
-      return context.callFunction(fn, api, ...args)
+      const runtime = module.newRuntime()
+      partial.runtime = runtime
+      // QuickJS checks each allocation's size against this limit (see compile()).
+      runtime.setMemoryLimit(memoryBytes ?? capBytes - INITIAL_PAGES * WASM_PAGE_BYTES)
+      runtime.setMaxStackSize(stackBytes)
+      runtime.setModuleLoader(loadModule)
+      runtime.setInterruptHandler(interrupt)
+      const context = runtime.newContext()
+      partial.context = context
+      deadlineAt = Date.now() + compileDeadlineMs
+      memoryCeiling =
+        memoryBytes === undefined ? Number.POSITIVE_INFINITY : memory.buffer.byteLength + memoryBytes
+      const keep = (handle: QuickJSHandle): QuickJSHandle => {
+        partial.handles.push(handle)
+        return handle
+      }
+      /** The value of a boot step; its failure is the sandbox's (memory) or the gateway's own. */
+      const booted = (result: ReturnType<QuickJSContext['evalCode']>): QuickJSHandle => {
+        if (!result.error) return keep(result.value)
+        const error = dumpError(context, result.error)
+        result.error.dispose()
+        if (isMemoryError(error)) throw memoryFailure()
+        throw new Error(`Cannot boot a function's context: ${describeError(error)}`)
+      }
+      const factory = booted(context.evalCode(GUEST_BOOTSTRAP, 'taureau:bootstrap'))
+      const limits = keep(context.newString(limitsJson))
+      const api = booted(context.callFunction(factory, context.undefined, limits))
+      const setModule = keep(context.getProp(api, 'setModule'))
+      partial.setInfo = keep(context.getProp(api, 'setInfo'))
+      partial.run = keep(context.getProp(api, 'run'))
+
+      const evaluated = context.evalCode(source, `${key}.js`, { type: 'module' })
+      if (evaluated.error) {
+        const error = dumpError(context, evaluated.error)
+        evaluated.error.dispose()
+        if (memoryExceeded || isMemoryError(error)) throw memoryFailure()
+        if (isInterrupted(error))
+          throw refuse(`its top level ran past the ${compileDeadlineMs} ms compile deadline`)
+        if (refusedImport !== undefined) {
+          throw refuse(
+            `it imports '${clip(refusedImport)}': only ${Object.keys(GUEST_LIBRARIES).join(', ')} can be imported`,
+          )
+        }
+        const where = /:(\d+):(\d+)/.exec(typeof error?.stack === 'string' ? error.stack : '')
+        const line =
+          where?.[1] === undefined
+            ? typeof error?.lineNumber === 'number'
+              ? error.lineNumber
+              : undefined
+            : Number(where[1])
+        const column = where?.[2] === undefined ? undefined : Number(where[2])
+        const place =
+          line === undefined ? '' : ` (line ${line}${column === undefined ? '' : `, column ${column}`})`
+        const why =
+          error?.name === 'SyntaxError'
+            ? `its source does not compile: ${describeError(error)}${place}`
+            : `its top level threw ${describeError(error)}${place}`
+        throw refuse(why, { line, column })
+      }
+      const namespace = keep(evaluated.value)
+      const checked = callGuest(partial as FunctionRuntime, setModule, [
+        namespace,
+        keep(context.newString(JSON.stringify(handlers))),
+      ])
+      if ('error' in checked) {
+        if (memoryExceeded || isMemoryError(checked.error)) throw memoryFailure()
+        if (isInterrupted(checked.error)) {
+          throw refuse(`its exports ran past the ${compileDeadlineMs} ms compile deadline`)
+        }
+        throw refuse(`its exports cannot be read: ${describeError(checked.error)}`)
+      }
+      if (checked.text !== '') throw refuse(checked.text)
+      if (runtime.hasPendingJob()) {
+        throw refuse(
+          'its top level leaves promise callbacks pending: handlers are synchronous, so promise callbacks never run',
+        )
+      }
+      if (memoryExceeded || memory.buffer.byteLength > memoryCeiling) throw memoryFailure()
+      // Only the handles the invocations need stay alive.
+      namespace.dispose()
+      setModule.dispose()
+      return {
+        key,
+        source,
+        handlers,
+        memoryBytes,
+        runtime,
+        context,
+        handles: partial.handles.filter((handle) => handle.alive),
+        setInfo: partial.setInfo,
+        run: partial.run,
+        handlerNames: new Map(),
+        info: undefined,
+      }
+    } catch (error) {
+      // A memory failure leaves the instance untrusted: it is dropped, not asked to clean up.
+      if (!broken) disposeFunction(partial)
+      throw error
     } finally {
-      fn.dispose()
-      for (const arg of args) arg.dispose()
+      deadlineAt = Number.POSITIVE_INFINITY
+      memoryCeiling = Number.POSITIVE_INFINITY
+    }
+
+    function memoryFailure(): SandboxError {
+      broken = true
+      return new SandboxError(
+        SANDBOX_ERROR_CODES.memory,
+        `Cannot deploy function '${key}' as its top level ran out of memory`,
+      )
+    }
+  }
+
+  const outcomeOf = (code: SandboxErrorCode, message: string): CallOutcome => ({ ok: false, code, message })
+
+  /** Runs one call; never throws for what the guest did, only for host faults (left to guard). */
+  const runCall = (
+    fn: FunctionRuntime,
+    handler: HandlerName,
+    call: InvocationCall,
+    callDeadlineAt: number,
+    deadlineMs: number,
+  ): CallOutcome => {
+    const { key } = fn
+    const started = performance.now()
+    let json: string
+    let info: { json: string; configJson: string } | undefined
+    try {
+      if (
+        !Array.isArray(call.args) ||
+        typeof call.info?.now !== 'number' ||
+        !Number.isFinite(call.info.now)
+      ) {
+        throw new TypeError('a call needs an args array and info.now as a finite number')
+      }
+      json = toBoundaryJson([call.info.now, ...call.args])
+      info = infoChange(fn, call.info)
+    } catch (error) {
+      return outcomeOf(
+        SANDBOX_ERROR_CODES.handlerThrew,
+        `Cannot run function '${key}' as its arguments cannot be serialized: ${(error as Error).message}`,
+      )
+    }
+    memoryExceeded = false
+    memoryCeiling =
+      fn.memoryBytes === undefined ? Number.POSITIVE_INFINITY : memory.buffer.byteLength + fn.memoryBytes
+    deadlineAt = callDeadlineAt
+    let reply: { text: string } | { error: GuestError | null }
+    try {
+      reply = (info === undefined ? undefined : setInfo(fn, call.info, info)) ?? runGuest(fn, handler, json)
+    } finally {
+      deadlineAt = Number.POSITIVE_INFINITY
+    }
+    const grewPastLimit = memoryExceeded || memory.buffer.byteLength > memoryCeiling
+    memoryCeiling = Number.POSITIVE_INFINITY
+    const durationMs = performance.now() - started
+    // Promise jobs never run (handlers are synchronous) and a runtime cannot drop its job queue,
+    // so a function that leaves jobs behind gets a fresh runtime.
+    const jobsLeft = fn.runtime.hasPendingJob()
+
+    let outcome: CallOutcome
+    if (grewPastLimit) {
+      broken = true
+      outcome = outcomeOf(
+        SANDBOX_ERROR_CODES.memory,
+        `Function '${key}' ran out of memory (${limitText(fn)})`,
+      )
+    } else if ('error' in reply) {
+      const error = reply.error
+      if (isInterrupted(error)) {
+        outcome = outcomeOf(
+          SANDBOX_ERROR_CODES.deadline,
+          `Function '${key}' ran past its ${deadlineMs} ms deadline`,
+        )
+      } else if (isMemoryError(error)) {
+        broken = true
+        outcome = outcomeOf(
+          SANDBOX_ERROR_CODES.memory,
+          `Function '${key}' ran out of memory (${limitText(fn)})`,
+        )
+      } else {
+        outcome = outcomeOf(
+          SANDBOX_ERROR_CODES.handlerThrew,
+          `Function '${key}' failed: ${describeError(error)}`,
+        )
+      }
+    } else {
+      outcome = readOutcome(fn, reply.text, durationMs)
+    }
+    if (jobsLeft && !broken) {
+      reload(fn)
+      if (outcome.ok) {
+        outcome = outcomeOf(
+          SANDBOX_ERROR_CODES.handlerThrew,
+          `Function '${key}' left promise callbacks pending: handlers are synchronous, so promise callbacks never run (its runtime was reset)`,
+        )
+      }
+    }
+    return outcome
+  }
+
+  /** What to tell the guest `ctx` says, or nothing if it is what the function last saw. */
+  const infoChange = (
+    fn: FunctionRuntime,
+    info: InvocationInfo,
+  ): { json: string; configJson: string } | undefined => {
+    const last = fn.info
+    const same = last !== undefined && last.name === info.name && last.version === info.version
+    if (same && last.config === info.config) return undefined
+    const configJson = JSON.stringify(info.config ?? {})
+    if (same && configJson === last.configJson) {
+      last.config = info.config
+      return undefined
+    }
+    const json = `{"name":${JSON.stringify(String(info.name))},"version":${JSON.stringify(info.version ?? null)},"config":${configJson}}`
+    return { json, configJson }
+  }
+
+  /** Tells the guest what `ctx` says; returns the guest's error or nothing. */
+  const setInfo = (
+    fn: FunctionRuntime,
+    info: InvocationInfo,
+    change: { json: string; configJson: string },
+  ): { error: GuestError | null } | undefined => {
+    const text = fn.context.newString(change.json)
+    const reply = callGuest(fn, fn.setInfo, [text])
+    text.dispose()
+    if ('error' in reply) {
+      fn.info = undefined
+      return reply
+    }
+    fn.info = { name: info.name, version: info.version, config: info.config, configJson: change.configJson }
+    return undefined
+  }
+
+  const runGuest = (
+    fn: FunctionRuntime,
+    handler: HandlerName,
+    json: string,
+  ): { text: string } | { error: GuestError | null } => {
+    const { context } = fn
+    let name = fn.handlerNames.get(handler)
+    if (name === undefined) {
+      name = context.newString(handler)
+      fn.handlerNames.set(handler, name)
+      fn.handles.push(name)
+    }
+    const text = context.newString(json)
+    try {
+      return callGuest(fn, fn.run, [name, text, json.includes(BYTES_MARKER) ? context.true : context.false])
+    } finally {
+      text.dispose()
+    }
+  }
+
+  /** Reads the bootstrap's outcome text; the guest is not trusted, so every field is checked. */
+  const readOutcome = (fn: FunctionRuntime, text: string, durationMs: number): CallOutcome => {
+    const { key } = fn
+    if (
+      text.length > maxOutputBytes ||
+      (text.length * 3 > maxOutputBytes && Buffer.byteLength(text) > maxOutputBytes)
+    ) {
+      return outcomeOf(
+        SANDBOX_ERROR_CODES.badOutput,
+        `Function '${key}' produced ${Buffer.byteLength(text)} bytes of output, more than ${maxOutputBytes}`,
+      )
+    }
+    let parsed: unknown
+    try {
+      parsed = text.includes(BYTES_MARKER) ? fromBoundaryJson(text) : JSON.parse(text)
+    } catch {
+      parsed = undefined
+    }
+    const unreadable = outcomeOf(
+      SANDBOX_ERROR_CODES.badOutput,
+      `Function '${key}' produced an outcome the sandbox cannot read`,
+    )
+    if (!isRecord(parsed)) return unreadable
+    if (parsed.ok !== true) {
+      const error = typeof parsed.error === 'string' ? clip(parsed.error) : 'an unknown error'
+      switch (parsed.kind) {
+        case 'threw': {
+          // QuickJS throws null when it cannot even allocate the error; near the cap it is taken
+          // as exhaustion (a tenant throwing null on purpose only costs itself a rebuild).
+          const nearCap = memory.buffer.byteLength >= 0.75 * capBytes
+          if (
+            /^InternalError: out of memory/.test(error) ||
+            (error === 'a non-Error value: null' && nearCap)
+          ) {
+            // The guest caught its own out-of-memory error; the heap is not trusted after it.
+            broken = true
+            return outcomeOf(
+              SANDBOX_ERROR_CODES.memory,
+              `Function '${key}' ran out of memory (${limitText(fn)})`,
+            )
+          }
+          return outcomeOf(SANDBOX_ERROR_CODES.handlerThrew, `Function '${key}' threw ${error}`)
+        }
+        case 'refused':
+          return outcomeOf(SANDBOX_ERROR_CODES.badOutput, `Function '${key}' ${error}`)
+        case 'missing':
+          return outcomeOf(SANDBOX_ERROR_CODES.handlerThrew, `Cannot run function '${key}' as ${error}`)
+        default:
+          return unreadable
+      }
+    }
+    const { publishes, emits, logs, droppedLogs } = parsed
+    if (!Array.isArray(publishes) || !Array.isArray(emits) || !Array.isArray(logs)) return unreadable
+    if (publishes.length > maxEffects || emits.length > maxEffects) {
+      return outcomeOf(
+        SANDBOX_ERROR_CODES.badOutput,
+        `Function '${key}' made more than ${maxEffects} publishes or emits in one invocation`,
+      )
+    }
+    for (const publish of publishes as unknown[]) {
+      if (!isRecord(publish) || typeof publish.retain !== 'boolean') return unreadable
+      const problem = publishProblem(publish as unknown as GuestPublish)
+      if (problem !== undefined) {
+        return outcomeOf(
+          SANDBOX_ERROR_CODES.badOutput,
+          `Function '${key}' cannot publish to ${JSON.stringify(clip(String(publish.topic)))}: ${problem}`,
+        )
+      }
+    }
+    for (const emit of emits as unknown[]) {
+      if (!isRecord(emit) || typeof emit.stream !== 'string') return unreadable
+    }
+    if (!logs.every((line) => typeof line === 'string')) return unreadable
+    if (typeof droppedLogs === 'number' && droppedLogs > 0) {
+      logs.push(`(${droppedLogs} more log lines dropped: at most ${maxLogLines} per invocation)`)
+    }
+    return {
+      ok: true,
+      result: {
+        value: parsed.value,
+        publishes: publishes as GuestPublish[],
+        emits: emits as GuestEmit[],
+        logs: logs as string[],
+        durationMs,
+        memoryBytes: memory.buffer.byteLength,
+      },
+    }
+  }
+
+  /** Replaces a function's runtime with a fresh one from the same source. */
+  const reload = (fn: FunctionRuntime): void => {
+    disposeFunction(fn)
+    functions.delete(fn.key)
+    try {
+      functions.set(fn.key, buildFunction(fn.key, fn.source, fn.handlers, fn.memoryBytes))
+    } catch (error) {
+      // It compiled before, so only a broken instance stops it compiling again.
+      broken = true
+      fail(
+        SANDBOX_ERROR_CODES.broken,
+        `The sandbox of tenant '${tenantId}' failed and must be rebuilt`,
+        error,
+      )
     }
   }
 
   const sandbox: TenantSandbox = {
-    tenantId: options.tenantId,
+    tenantId,
     get broken() {
       return broken
     },
-    compile: (key, source, handlers) =>
+    compile: (key, source, handlers, compileOptions = {}) => {
+      const memoryBytes = compileOptions.memoryBytes
+      if (
+        memoryBytes !== undefined &&
+        (!Number.isInteger(memoryBytes) || memoryBytes < MIN_FUNCTION_MEMORY_BYTES)
+      ) {
+        throw new RangeError(
+          `Cannot deploy function '${key}' with a memory limit of ${memoryBytes} bytes (at least ${MIN_FUNCTION_MEMORY_BYTES})`,
+        )
+      }
       guard(() => {
-        runtime.setInterruptHandler(shouldInterruptAfterDeadline(Date.now() + 1000))
-        const result = context.evalCode(source, `${key}.js`, { type: 'module' })
-        runtime.removeInterruptHandler()
-        if (result.error) {
-          const error = context.dump(result.error) as {
-            name?: string
-            message?: string
-            stack?: string
-            lineNumber?: number
-          }
-          result.error.dispose()
-          const where = /:(\d+):(\d+)/.exec(error?.stack ?? '')
-          const line = where?.[1] === undefined ? error?.lineNumber : Number(where[1])
-          const column = where?.[2] === undefined ? undefined : Number(where[2])
-          throw new SandboxError(
-            SANDBOX_ERROR_CODES.invalidFunction,
-            `Cannot deploy function '${key}' as its source does not compile: ${error?.name ?? 'Error'}: ${error?.message ?? 'unknown'}${line === undefined ? '' : ` (line ${line}${column === undefined ? '' : `, column ${column}`})`}`,
-            { line, column },
-          )
-        }
-        const namespace = result.value
-        const exported = context.getProp(namespace, 'default')
-        try {
-          if (context.typeof(exported) !== 'object') {
-            fail(
-              'invalidFunction',
-              `Cannot deploy function '${key}' as its source does not export a default object`,
-            )
-          }
-          for (const handler of handlers) {
-            const fn = context.getProp(exported, handler)
-            const kind = context.typeof(fn)
-            fn.dispose()
-            if (kind !== 'function') {
-              fail(
-                'invalidFunction',
-                `Cannot deploy function '${key}' as its default export has no ${handler}() handler`,
-              )
-            }
-          }
-          const registered = call('register', [context.newString(key), exported.dup()])
-          if (registered.error) registered.error.dispose()
-          else registered.value.dispose()
-        } finally {
-          exported.dispose()
-          namespace.dispose()
-        }
-      }),
+        const fresh = buildFunction(
+          key,
+          source,
+          handlers,
+          memoryBytes === undefined ? undefined : Math.min(memoryBytes, capBytes),
+        )
+        const previous = functions.get(key)
+        functions.set(key, fresh)
+        if (previous !== undefined) disposeFunction(previous)
+      })
+    },
     remove: (key) =>
       guard(() => {
-        const removed = call('unregister', [context.newString(key)])
-        if (removed.error) removed.error.dispose()
-        else removed.value.dispose()
+        const fn = functions.get(key)
+        if (fn === undefined) return
+        functions.delete(key)
+        disposeFunction(fn)
       }),
-    invoke: (key, handler, args, info, deadlineMs) =>
-      guard(() => {
-        const started = performance.now()
-        runtime.setInterruptHandler(shouldInterruptAfterDeadline(Date.now() + deadlineMs))
-        const result = call('invoke', [
-          context.newString(key),
-          context.newString(handler),
-          context.newString(toBoundaryJson(args)),
-          context.newString(JSON.stringify({ tenant: options.tenantId, ...info })),
-        ])
-        runtime.removeInterruptHandler()
-        const durationMs = performance.now() - started
-        if (result.error) {
-          const error = context.dump(result.error) as { name?: string; message?: string } | null
-          result.error.dispose()
-          if (error?.name === 'InternalError' && error.message === 'interrupted') {
-            fail('deadline', `Function '${key}' ran past its ${deadlineMs} ms deadline`)
+    has: (key) => functions.has(key),
+    invoke: (key, handler, args, info, deadlineMs) => {
+      const [outcome] = sandbox.invokeBatch(key, handler, [{ args, info }], deadlineMs)
+      if (outcome === undefined) return fail(SANDBOX_ERROR_CODES.broken, 'The sandbox gave no answer')
+      if (outcome.ok) return outcome.result
+      return fail(outcome.code, outcome.message)
+    },
+    invokeBatch: (key, handler, calls, deadlineMs, control) => {
+      if (!(deadlineMs > 0) || !Number.isFinite(deadlineMs)) {
+        throw new RangeError(`Cannot run function '${key}' with a deadline of ${deadlineMs} ms`)
+      }
+      return guard(() => {
+        const outcomes: CallOutcome[] = []
+        for (let index = 0; index < calls.length; index++) {
+          const started = performance.now()
+          const callDeadlineAt = Date.now() + deadlineMs
+          control?.onCallStart?.(index, callDeadlineAt)
+          // Looked up per call: a reload after left-over promise jobs replaces the runtime.
+          const fn = functions.get(key)
+          let outcome: CallOutcome
+          try {
+            outcome =
+              fn === undefined
+                ? outcomeOf(
+                    SANDBOX_ERROR_CODES.handlerThrew,
+                    `Cannot run function '${key}' as it is not deployed`,
+                  )
+                : runCall(fn, handler, calls[index] as InvocationCall, callDeadlineAt, deadlineMs)
+          } catch (error) {
+            // A host-side fault: the calls before this one stand, this one and the rest do not run here.
+            if (!(error instanceof SandboxError)) broken = true
+            outcome =
+              error instanceof SandboxError
+                ? outcomeOf(error.code, error.message)
+                : outcomeOf(
+                    SANDBOX_ERROR_CODES.broken,
+                    `The sandbox of tenant '${tenantId}' failed and must be rebuilt`,
+                  )
           }
-          if (error === null || error?.message === 'out of memory' || error?.name === 'RangeError') {
-            // Out of memory (QuickJS dumps it as null) leaves the heap in an unknown state.
-            broken = error === null || error?.message === 'out of memory'
-            fail(
-              broken ? 'memory' : 'handlerThrew',
-              `Function '${key}' ${broken ? 'ran out of memory' : `threw ${error?.name}: ${error?.message}`}`,
-            )
-          }
-          return fail(
-            'handlerThrew',
-            `Function '${key}' failed: ${error?.name ?? 'Error'}: ${error?.message ?? 'unknown'}`,
-          )
+          outcomes.push(outcome)
+          const stop = control?.onCallEnd?.(index, outcome, performance.now() - started) === true
+          if (stop || broken) break
         }
-        const text = context.getString(result.value)
-        result.value.dispose()
-        if (text.length > maxOutputBytes) {
-          fail(
-            'badOutput',
-            `Function '${key}' produced ${text.length} bytes of output, more than ${maxOutputBytes}`,
-          )
-        }
-        const outcome = fromBoundaryJson(text) as
-          | { ok: true; value: unknown; publishes: GuestPublish[]; emits: GuestEmit[]; logs: string[] }
-          | { ok: false; error: string; logs: string[] }
-        if (!outcome.ok) {
-          // QuickJS throws null when an allocation fails; the guest may have caught it. A null thrown
-          // while memory is near the cap is taken as exhaustion (a tenant throwing null on purpose
-          // only costs itself a rebuild).
-          const nearCap = memory.buffer.byteLength >= 0.75 * options.memoryLimitBytes
-          if (
-            /^InternalError: out of memory/.test(outcome.error) ||
-            (outcome.error === 'thrown: null' && nearCap)
-          ) {
-            // The guest caught its own out-of-memory error; the heap is not trusted after it.
-            broken = true
-            fail('memory', `Function '${key}' ran out of memory`)
-          }
-          fail('handlerThrew', `Function '${key}' threw ${outcome.error}`)
-        }
-        const ok = outcome as {
-          ok: true
-          value: unknown
-          publishes: GuestPublish[]
-          emits: GuestEmit[]
-          logs: string[]
-        }
-        if (ok.publishes.length > maxEffects || ok.emits.length > maxEffects) {
-          fail(
-            'badOutput',
-            `Function '${key}' made more than ${maxEffects} publishes or emits in one invocation`,
-          )
-        }
-        for (const publish of ok.publishes) {
-          const problem = publishProblem(publish)
-          if (problem !== undefined) {
-            fail(
-              'badOutput',
-              `Function '${key}' cannot publish to ${JSON.stringify(publish.topic)}: ${problem}`,
-            )
-          }
-        }
-        return {
-          value: ok.value,
-          publishes: ok.publishes,
-          emits: ok.emits,
-          logs: ok.logs,
-          durationMs,
-          memoryBytes: memory.buffer.byteLength,
-        }
-      }),
+        return outcomes
+      })
+    },
     dispose: () => {
       if (disposed) return
       disposed = true
       if (broken) return // a broken instance is dropped, not asked to clean up
       try {
-        api.dispose()
-        context.dispose()
-        runtime.dispose()
+        for (const fn of [...functions.values()].reverse()) disposeFunction(fn)
       } catch {
         // Dispose is never trusted: the instance is garbage either way.
       }
+      functions.clear()
     },
     [Symbol.dispose]: () => sandbox.dispose(),
   }
   return sandbox
+}
+
+/** The guest's thrown value as plain data, without running guest code for it. */
+function dumpError(context: QuickJSContext, handle: QuickJSHandle): GuestError | null {
+  try {
+    const dumped = context.dump(handle) as unknown
+    return isRecord(dumped) ? dumped : dumped === null ? null : { message: String(dumped) }
+  } catch {
+    return { message: 'an error that cannot be read' }
+  }
+}
+
+function isInterrupted(error: GuestError | null): boolean {
+  return error?.name === 'InternalError' && error.message === 'interrupted'
+}
+
+/** Out of memory: QuickJS throws null when it cannot even allocate the error object. */
+function isMemoryError(error: GuestError | null): boolean {
+  return error === null || error.message === 'out of memory'
+}
+
+function describeError(error: GuestError | null): string {
+  if (error === null) return 'null'
+  const name = typeof error.name === 'string' ? error.name : 'Error'
+  const message = typeof error.message === 'string' ? error.message : 'unknown'
+  return clip(`${name}: ${message}`)
+}
+
+function clip(text: string): string {
+  return text.length > MAX_MESSAGE_CHARS ? `${text.slice(0, MAX_MESSAGE_CHARS)}...` : text
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+function formatBytes(bytes: number): string {
+  return bytes % MIB === 0 ? `${bytes / MIB} MiB` : `${bytes} bytes`
 }
 
 /**

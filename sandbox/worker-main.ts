@@ -1,81 +1,275 @@
-import { parentPort } from 'node:worker_threads'
-import { SandboxError } from './errors.ts'
-import { createTenantSandbox, type HandlerName, type TenantSandbox } from './tenant-sandbox.ts'
-import type { WorkerReply, WorkerRequest } from './worker-protocol.ts'
+import { parentPort, workerData } from 'node:worker_threads'
+import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
+import {
+  type CallOutcome,
+  createTenantSandbox,
+  type HandlerName,
+  prepareSandboxInstance,
+  type SandboxInstance,
+  type TenantSandbox,
+} from './tenant-sandbox.ts'
+import {
+  othersWaiting,
+  progressViews,
+  type UnitResult,
+  type WorkerJob,
+  type WorkerReply,
+  type WorkerRequest,
+  type WorkerStartData,
+  writeProgress,
+} from './worker-protocol.ts'
 
-// A pool worker: hosts the sandboxes of the tenants sharded to it and answers one request at a
-// time. It never touches the database or the network; it only computes.
+// A pool worker: hosts the sandboxes of the tenants the pool places on it and runs the pool's
+// messages one at a time, in order. It never touches the database or the network; it only
+// computes. It keeps the pool's watchdog informed through a shared progress record, as a built-in
+// that runs without interrupt points leaves it no other way to speak.
 const port = parentPort
 if (port === null) throw new Error('sandbox/worker-main.ts runs only as a worker thread')
 
-const sandboxes = new Map<string, Promise<TenantSandbox>>()
-const sources = new Map<string, Map<string, { source: string; handlers: HandlerName[] }>>()
+const start = workerData as WorkerStartData
+const progress = progressViews(start.progress)
+const sandboxes = new Map<string, TenantSandbox>()
+const sources = new Map<
+  string,
+  Map<string, { source: string; handlers: HandlerName[]; memoryBytes: number | undefined }>
+>()
+/**
+ * Tenants whose units this worker handed back unrun (past a deadline, past a message's budget), with
+ * the last message it did so in. Their units in messages the pool built before it read that reply
+ * are handed back too: they come after the ones handed back, and the pool sends those again first.
+ */
+const suspended = new Map<string, number>()
+// One module instance kept ready, so a tenant's cold start does not wait for instantiation. It is
+// made again once the worker has been idle for REFILL_IDLE_MS: instantiation takes a few ms of this
+// thread, and made at once it would hold up the calls that follow a cold start.
+const REFILL_IDLE_MS = 20
+let spare: Promise<SandboxInstance> | undefined
+let refill: NodeJS.Timeout | undefined
 
-async function sandboxOf(tenantId: string, memoryLimitBytes: number): Promise<TenantSandbox> {
-  let sandbox = sandboxes.get(tenantId)
-  if (sandbox !== undefined) {
-    const current = await sandbox
-    if (!current.broken) return current
-    // A broken sandbox is dropped and rebuilt with the tenant's functions compiled again.
+function takeInstance(): Promise<SandboxInstance> {
+  const instance = spare ?? prepareSandboxInstance(start.memoryLimitBytes)
+  spare = undefined
+  return instance
+}
+
+function refillWhenIdle(): void {
+  if (spare !== undefined || refill !== undefined) return
+  refill = setTimeout(() => {
+    refill = undefined
+    if (spare !== undefined) return
+    if (draining || performance.now() - lastBusyAt < REFILL_IDLE_MS) {
+      refillWhenIdle()
+      return
+    }
+    const next = prepareSandboxInstance(start.memoryLimitBytes)
+    spare = next
+    next.catch(() => {
+      if (spare === next) spare = undefined
+    })
+  }, REFILL_IDLE_MS)
+}
+
+/** The tenant's sandbox; a broken one is dropped and rebuilt with the tenant's functions. */
+async function sandboxOf(tenantId: string, messageId: number, unit: number): Promise<TenantSandbox> {
+  const current = sandboxes.get(tenantId)
+  if (current !== undefined && !current.broken) return current
+  if (current !== undefined) {
     sandboxes.delete(tenantId)
     current.dispose()
   }
-  sandbox = createTenantSandbox({ tenantId, memoryLimitBytes }).then((fresh) => {
-    for (const [key, entry] of sources.get(tenantId) ?? []) fresh.compile(key, entry.source, entry.handlers)
-    return fresh
+  const fresh = await createTenantSandbox({
+    tenantId,
+    memoryLimitBytes: start.memoryLimitBytes,
+    compileDeadlineMs: start.compileDeadlineMs,
+    instance: await takeInstance(),
   })
-  sandboxes.set(tenantId, sandbox)
-  return sandbox
+  sandboxes.set(tenantId, fresh)
+  for (const [key, entry] of sources.get(tenantId) ?? []) {
+    writeProgress(progress, messageId, unit, Date.now() + start.compileDeadlineMs)
+    try {
+      fresh.compile(key, entry.source, entry.handlers, memoryOption(entry.memoryBytes))
+    } catch {
+      // It compiled before; a failure now leaves the function out and its invocations say so.
+    }
+  }
+  return fresh
+}
+
+const memoryOption = (memoryBytes: number | undefined) => (memoryBytes === undefined ? {} : { memoryBytes })
+
+function failure(error: unknown): UnitResult {
+  if (error instanceof SandboxError) {
+    return {
+      ok: false,
+      code: error.code,
+      message: error.message,
+      ...(error.line === undefined ? {} : { line: error.line }),
+      ...(error.column === undefined ? {} : { column: error.column }),
+    }
+  }
+  // Host errors stay here: their messages and stacks name host paths.
+  return { ok: false, code: SANDBOX_ERROR_CODES.broken, message: 'The sandbox worker failed' }
 }
 
 async function handle(request: WorkerRequest): Promise<WorkerReply> {
-  switch (request.type) {
-    case 'compile': {
-      const sandbox = await sandboxOf(request.tenantId, request.memoryLimitBytes)
-      sandbox.compile(request.key, request.source, request.handlers)
-      let functions = sources.get(request.tenantId)
-      if (functions === undefined) {
-        functions = new Map()
-        sources.set(request.tenantId, functions)
+  const started = performance.now()
+  // Suspensions the pool has now seen are lifted: it has decided where those tenants run.
+  for (const [tenantId, messageId] of suspended) {
+    if (request.seenReplies >= messageId) suspended.delete(tenantId)
+  }
+  const results: Array<UnitResult | null> = []
+  const spentMs: number[] = []
+  const skip = (tenantId: string, units: number) => {
+    if (units === 0) return
+    suspended.set(tenantId, request.id)
+    for (let i = 0; i < units; i++) {
+      results.push(null)
+      spentMs.push(0)
+    }
+  }
+  let ranUnits = 0
+  let budgetSpent = false
+  const overBudget = () =>
+    ranUnits > 0 && performance.now() - started >= request.budgetMs && othersWaiting(progress)
+
+  for (const job of request.jobs) {
+    const units = job.kind === 'calls' ? job.calls.length : 1
+    if (job.kind !== 'dropTenant') {
+      // Past the budget nothing more starts; the pool sends it again, in each tenant's order.
+      if (budgetSpent || overBudget()) {
+        budgetSpent = true
+        skip(job.tenantId, units)
+        continue
       }
-      functions.set(request.key, { source: request.source, handlers: request.handlers })
-      return { id: request.id, ok: true, result: null }
+      if (suspended.has(job.tenantId)) {
+        skip(job.tenantId, units)
+        continue
+      }
     }
-    case 'remove': {
-      sources.get(request.tenantId)?.delete(request.key)
-      const sandbox = sandboxes.get(request.tenantId)
-      if (sandbox !== undefined) (await sandbox).remove(request.key)
-      return { id: request.id, ok: true, result: null }
+    const unit = results.length
+    if (job.kind === 'calls') {
+      let done = 0
+      while (done < job.calls.length) {
+        const base = unit + done
+        let stop = false
+        let outcomes: CallOutcome[]
+        try {
+          const sandbox = await sandboxOf(job.tenantId, request.id, base)
+          outcomes = sandbox.invokeBatch(job.key, job.handler, job.calls.slice(done), job.deadlineMs, {
+            onCallStart: (index, deadlineAt) => writeProgress(progress, request.id, base + index, deadlineAt),
+            onCallEnd: (_index, outcome, spent) => {
+              results.push(unitOf(outcome))
+              spentMs.push(spent)
+              ranUnits++
+              writeProgress(progress, request.id, results.length, Number.POSITIVE_INFINITY)
+              if (outcome.ok === false && outcome.code === SANDBOX_ERROR_CODES.deadline) {
+                // The pool decides where this tenant runs next (see skip); until then its work waits.
+                suspended.set(job.tenantId, request.id)
+                stop = true
+              } else if (overBudget()) {
+                budgetSpent = true
+                stop = true
+              }
+              return stop
+            },
+          })
+        } catch (error) {
+          // No sandbox for the tenant (or misuse): the calls left fail with the reason.
+          const result = failure(error)
+          for (; done < job.calls.length; done++) {
+            results.push(result)
+            spentMs.push(0)
+          }
+          break
+        }
+        done += outcomes.length
+        // A broken sandbox ends its batch early: it is rebuilt and the batch goes on.
+        if (stop || outcomes.length === 0) break
+      }
+      skip(job.tenantId, job.calls.length - done)
+      continue
     }
-    case 'invoke': {
-      const sandbox = await sandboxOf(request.tenantId, request.memoryLimitBytes)
-      const result = sandbox.invoke(
-        request.key,
-        request.handler,
-        request.args,
-        request.info,
-        request.deadlineMs,
-      )
-      return { id: request.id, ok: true, result }
+    const jobStarted = performance.now()
+    results.push(await runJob(job, request.id, unit))
+    spentMs.push(performance.now() - jobStarted)
+    ranUnits++
+    writeProgress(progress, request.id, results.length, Number.POSITIVE_INFINITY)
+  }
+  return { id: request.id, results, spentMs }
+}
+
+const unitOf = (outcome: CallOutcome): UnitResult =>
+  outcome.ok
+    ? { ok: true, result: outcome.result }
+    : { ok: false, code: outcome.code, message: outcome.message }
+
+async function runJob(job: Exclude<WorkerJob, { kind: 'calls' }>, messageId: number, unit: number) {
+  try {
+    switch (job.kind) {
+      case 'compile': {
+        const sandbox = await sandboxOf(job.tenantId, messageId, unit)
+        writeProgress(progress, messageId, unit, Date.now() + start.compileDeadlineMs)
+        sandbox.compile(job.key, job.source, job.handlers, memoryOption(job.memoryBytes))
+        let functions = sources.get(job.tenantId)
+        if (functions === undefined) {
+          functions = new Map()
+          sources.set(job.tenantId, functions)
+        }
+        functions.set(job.key, { source: job.source, handlers: job.handlers, memoryBytes: job.memoryBytes })
+        return { ok: true, result: null } satisfies UnitResult
+      }
+      case 'remove': {
+        sources.get(job.tenantId)?.delete(job.key)
+        const sandbox = sandboxes.get(job.tenantId)
+        if (sandbox !== undefined && !sandbox.broken) sandbox.remove(job.key)
+        return { ok: true, result: null } satisfies UnitResult
+      }
+      case 'dropTenant': {
+        sources.delete(job.tenantId)
+        suspended.delete(job.tenantId)
+        sandboxes.get(job.tenantId)?.dispose()
+        sandboxes.delete(job.tenantId)
+        return { ok: true, result: null } satisfies UnitResult
+      }
     }
+  } catch (error) {
+    return failure(error)
   }
 }
 
-port.postMessage({ ready: true })
+// Messages are handled strictly one after another: each may wait for a sandbox to be built.
+const inbox: WorkerRequest[] = []
+let draining = false
+let lastBusyAt = 0
+async function drain(): Promise<void> {
+  draining = true
+  while (inbox.length > 0) {
+    const request = inbox.shift() as WorkerRequest
+    let reply: WorkerReply
+    try {
+      reply = await handle(request)
+    } catch {
+      reply = { id: request.id, results: [], spentMs: [] }
+    }
+    writeProgress(progress, 0, 0, Number.POSITIVE_INFINITY)
+    port?.postMessage(reply)
+  }
+  draining = false
+  lastBusyAt = performance.now()
+  refillWhenIdle()
+}
 
 port.on('message', (request: WorkerRequest) => {
-  handle(request).then(
-    (reply) => port.postMessage(reply),
-    (error: unknown) => {
-      const known = error instanceof SandboxError
-      port.postMessage({
-        id: request.id,
-        ok: false,
-        code: known ? error.code : 'broken',
-        message: known ? error.message : 'The sandbox worker failed',
-        ...(known && error.line !== undefined ? { line: error.line } : {}),
-        ...(known && error.column !== undefined ? { column: error.column } : {}),
-      } satisfies WorkerReply)
-    },
-  )
+  inbox.push(request)
+  if (!draining) void drain()
 })
+
+// The first spare instance is made before the worker says it is ready: no tenant waits for it.
+spare = prepareSandboxInstance(start.memoryLimitBytes)
+spare.then(
+  () => port.postMessage({ ready: true }),
+  () => {
+    spare = undefined
+    port.postMessage({ ready: true })
+  },
+)

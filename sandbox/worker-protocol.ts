@@ -1,31 +1,138 @@
 import type { SandboxErrorCode } from './errors.ts'
-import type { HandlerName, InvocationInfo, InvocationResult } from './tenant-sandbox.ts'
+import type { HandlerName, InvocationCall, InvocationResult } from './tenant-sandbox.ts'
 
-/** A request from the pool to one of its workers. */
-export type WorkerRequest =
+/** What the pool hands a worker when it starts it. */
+export interface WorkerStartData {
+  /** URL of worker-main.ts. */
+  main: string
+  memoryLimitBytes: number
+  compileDeadlineMs: number
+  /** The worker's progress record (see writeProgress). */
+  progress: SharedArrayBuffer
+}
+
+/**
+ * One piece of work in a message to a worker. A `calls` job counts as one unit per call, the
+ * others as one unit each; replies and the progress record count in units.
+ */
+export type WorkerJob =
   | {
-      type: 'compile'
-      id: number
+      kind: 'compile'
       tenantId: string
-      memoryLimitBytes: number
       key: string
       source: string
       handlers: HandlerName[]
+      memoryBytes: number | undefined
     }
-  | { type: 'remove'; id: number; tenantId: string; memoryLimitBytes: number; key: string }
+  | { kind: 'remove'; tenantId: string; key: string }
+  /** Frees a tenant's sandbox: the tenant left this worker or was removed. */
+  | { kind: 'dropTenant'; tenantId: string }
   | {
-      type: 'invoke'
-      id: number
+      kind: 'calls'
       tenantId: string
-      memoryLimitBytes: number
       key: string
       handler: HandlerName
-      args: unknown[]
-      info: InvocationInfo
       deadlineMs: number
+      calls: InvocationCall[]
     }
 
-/** A worker's answer to one request. */
-export type WorkerReply =
-  | { id: number; ok: true; result: InvocationResult | null }
-  | { id: number; ok: false; code: SandboxErrorCode; message: string; line?: number; column?: number }
+/** A message from the pool to a worker: jobs run in order, tenants' jobs interleaved by the pool. */
+export interface WorkerRequest {
+  id: number
+  /**
+   * The last message id whose reply the pool had read when it built this one. A tenant that ran
+   * past a deadline in a later message is skipped here: the pool had not yet decided where it runs.
+   */
+  seenReplies: number
+  /**
+   * Once the message has used this much time while another tenant waits (see setWaiting), the
+   * worker hands back the units it has not started.
+   */
+  budgetMs: number
+  jobs: WorkerJob[]
+}
+
+/** How one unit ended. */
+export type UnitResult =
+  | { ok: true; result: InvocationResult | null }
+  | { ok: false; code: SandboxErrorCode; message: string; line?: number; column?: number }
+
+/** A worker's answer to one message: one entry per unit, null for a unit it did not run. */
+export interface WorkerReply {
+  id: number
+  results: Array<UnitResult | null>
+  /** Host time each unit took, in ms (0 for units not run). */
+  spentMs: number[]
+}
+
+/** What the worker is running now, for the pool's watchdog; written by the worker only. */
+export interface Progress {
+  /** The message being worked on, or 0 when idle. */
+  messageId: number
+  unit: number
+  /** When the unit's deadline passes, in `Date.now()` time; Infinity outside guest code. */
+  deadlineAt: number
+}
+
+const FIELDS = 3
+
+/**
+ * Views on the shared memory of a worker's progress record: a sequence number and three numbers
+ * written by the worker, and a flag written by the pool (see setWaiting).
+ */
+export interface ProgressViews {
+  /** [sequence, waiting] */
+  sequence: Int32Array
+  fields: Float64Array
+}
+
+/** Shared memory for a progress record, all zeros (idle). */
+export function createProgressBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(8 + FIELDS * 8)
+}
+
+export function progressViews(buffer: SharedArrayBuffer): ProgressViews {
+  return { sequence: new Int32Array(buffer, 0, 2), fields: new Float64Array(buffer, 8, FIELDS) }
+}
+
+/**
+ * Writes the progress record. A sequence lock (odd while writing) lets the other thread read the
+ * three numbers consistently without a lock; the writer is never blocked.
+ */
+export function writeProgress(
+  views: ProgressViews,
+  messageId: number,
+  unit: number,
+  deadlineAt: number,
+): void {
+  Atomics.add(views.sequence, 0, 1)
+  views.fields[0] = messageId
+  views.fields[1] = unit
+  views.fields[2] = deadlineAt
+  Atomics.add(views.sequence, 0, 1)
+}
+
+/**
+ * Written by the pool: whether a tenant with nothing in flight on this worker has work waiting. The
+ * worker cuts a message short at its budget only then; alone, it may as well finish the message.
+ */
+export function setWaiting(views: ProgressViews, waiting: boolean): void {
+  Atomics.store(views.sequence, 1, waiting ? 1 : 0)
+}
+
+export function othersWaiting(views: ProgressViews): boolean {
+  return Atomics.load(views.sequence, 1) === 1
+}
+
+/** Reads the progress record written by the worker. */
+export function readProgress(views: ProgressViews): Progress {
+  for (;;) {
+    const before = Atomics.load(views.sequence, 0)
+    const progress = {
+      messageId: views.fields[0] ?? 0,
+      unit: views.fields[1] ?? 0,
+      deadlineAt: views.fields[2] ?? 0,
+    }
+    if (before % 2 === 0 && Atomics.load(views.sequence, 0) === before) return progress
+  }
+}

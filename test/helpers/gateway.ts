@@ -40,6 +40,7 @@ export async function startGateway(
         mqtt: { port: 0, wsPort: 0 },
         http: { port: 0 },
         log: { level: 'silent' },
+        functions: { workers: 1 },
       },
       layer,
     ),

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, test } from 'vitest'
-import { connackCode } from '../helpers/gateway.ts'
+import { collect, connackCode, connect, until } from '../helpers/gateway.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 const BIN = join(import.meta.dirname, '../../bin/taureau')
@@ -118,6 +118,135 @@ describe('taureau CLI', () => {
     expect((refused as { stderr: string }).stderr).toMatch(/'rules\.0\.filter' is invalid/)
     await cli('tenant', 'remove', 'acme', '--data', dataDir)
     expect(JSON.parse((await cli('tenant', 'list', '--data', dataDir, '--json')).stdout).tenants).toEqual([])
+  }, 120_000)
+
+  test('a function deployed with the CLI turns device messages into output messages', async () => {
+    const dataDir = tempDir()
+    dirs.push(dataDir)
+    const { mqttPort } = await startCliGateway(dataDir)
+    const url = `mqtt://127.0.0.1:${mqttPort}`
+    await cli('tenant', 'add', 'acme', '--data', dataDir)
+    const sensor = JSON.parse(
+      (await cli('device', 'add', 'acme', 'sensor', '--data', dataDir, '--json')).stdout,
+    )
+    const watcher = JSON.parse(
+      (await cli('device', 'add', 'acme', 'watcher', '--data', dataDir, '--json')).stdout,
+    )
+    const file = join(dataDir, 'celsius.js')
+    writeFileSync(
+      file,
+      `export default {
+  onMessage(msg, ctx) {
+    ctx.log('reading', msg.payload.f)
+    return { c: Math.round(((msg.payload.f - 32) * 5) / 9), site: ctx.config.site }
+  },
+}
+`,
+    )
+    const deployed = await cli(
+      'fn',
+      'deploy',
+      'acme',
+      file,
+      '--name',
+      'celsius',
+      '--trigger',
+      'sensors/+/temp',
+      '--output',
+      'out/celsius',
+      '--config',
+      'site=north',
+      '--data',
+      dataDir,
+    )
+    expect(deployed.stdout).toMatch(/deployed celsius version 1/)
+    expect(deployed.stdout).toMatch(/triggers: sensors\/\+\/temp/)
+
+    const subscriber = await connect(url, { username: watcher.username, password: watcher.secret })
+    await subscriber.subscribeAsync('out/#', { qos: 1 })
+    const received = collect(subscriber)
+    const device = await connect(url, { username: sensor.username, password: sensor.secret })
+    await device.publishAsync('sensors/s1/temp', JSON.stringify({ f: 212 }), { qos: 1 })
+    await until(() => received.length >= 1, 'the output')
+    expect(received).toEqual([['out/celsius', JSON.stringify({ c: 100, site: 'north' })]])
+
+    expect((await cli('fn', 'list', 'acme', '--data', dataDir)).stdout).toMatch(
+      /celsius +1 +running +sensors\/\+\/temp +out\/celsius +1 +0/,
+    )
+    const invoked = await cli('fn', 'invoke', 'acme', 'celsius', '--payload', '{"f":32}', '--data', dataDir)
+    expect(invoked.stdout).toMatch(/output out\/celsius: \{"c":0,"site":"north"\}/)
+    expect(invoked.stdout).toMatch(/log: reading 32/)
+    writeFileSync(file, 'export default { onMessage(msg) { return { raw: msg.payload.f } } }')
+    await cli(
+      'fn',
+      'deploy',
+      'acme',
+      file,
+      '--name',
+      'celsius',
+      '--trigger',
+      'sensors/+/temp',
+      '--output',
+      'out/celsius',
+      '--data',
+      dataDir,
+    )
+    expect((await cli('fn', 'versions', 'acme', 'celsius', '--data', dataDir)).stdout).toMatch(
+      /\n2 +\* [^\n]*\n1 /,
+    )
+    expect((await cli('fn', 'rollback', 'acme', 'celsius', '1', '--data', dataDir)).stdout).toMatch(
+      /version 1 \(latest 2\)/,
+    )
+    expect((await cli('fn', 'logs', 'acme', 'celsius', '--data', dataDir)).stdout).toMatch(/v1 reading 212/)
+    // --version after the command is the command's: run the kept version 2 on a sample.
+    const atTwo = JSON.parse(
+      (
+        await cli(
+          'fn',
+          'invoke',
+          'acme',
+          'celsius',
+          '--version',
+          '2',
+          '--payload',
+          '{"f":50}',
+          '--json',
+          '--data',
+          dataDir,
+        )
+      ).stdout,
+    )
+    expect(atTwo.invocation).toMatchObject({ ok: true, version: 2, value: { raw: 50 } })
+    await device.publishAsync('sensors/s1/temp', 'null', { qos: 1 })
+    // The failed invocation's dead letter is written when it settles; poll for it.
+    let letters = ''
+    for (let attempt = 0; attempt < 50 && !letters.includes('handler_threw'); attempt++) {
+      letters = (await cli('dead-letters', 'list', 'acme', '--data', dataDir)).stdout
+    }
+    expect(letters).toMatch(/celsius +1 +handler_threw +Function 'celsius' threw TypeError/)
+    writeFileSync(file, 'export default { onMessage(msg) { return msg.payload *** 2 } }')
+    const refused = await cli(
+      'fn',
+      'deploy',
+      'acme',
+      file,
+      '--name',
+      'celsius',
+      '--trigger',
+      'a',
+      '--data',
+      dataDir,
+    ).catch((error: unknown) => error)
+    expect(refused).toMatchObject({ code: 1 })
+    expect((refused as { stderr: string }).stderr).toMatch(
+      /does not compile: SyntaxError: .*\(line 1, column \d+\)/,
+    )
+    await cli('fn', 'remove', 'acme', 'celsius', '--data', dataDir)
+    expect(
+      JSON.parse((await cli('fn', 'list', 'acme', '--data', dataDir, '--json')).stdout).functions,
+    ).toEqual([])
+    await device.endAsync()
+    await subscriber.endAsync()
   }, 120_000)
 
   test('an API error is printed as one line and exits 1', async () => {

@@ -106,13 +106,11 @@ describe('createTenantSandbox()', () => {
     using b = await createTenantSandbox({ tenantId: 'b', memoryLimitBytes: 32 * MB })
     a.compile(
       'p',
-      `Object.prototype.polluted = 'yes'; globalThis.secret = 42; export default { onMessage() { return 1 } }`,
+      `Object.prototype.toString = () => 'hijacked'; globalThis.secret = 42; export default { onMessage() { return 1 } }`,
       ['onMessage'],
     )
-    b.compile('q', `export default { onMessage() { return [typeof secret, ({}).polluted ?? null] } }`, [
-      'onMessage',
-    ])
-    expect(b.invoke('q', 'onMessage', [{}], info, 100).value).toEqual(['undefined', null])
+    b.compile('q', `export default { onMessage() { return [typeof secret, String({})] } }`, ['onMessage'])
+    expect(b.invoke('q', 'onMessage', [{}], info, 100).value).toEqual(['undefined', '[object Object]'])
     expect(errorOf(() => b.invoke('p', 'onMessage', [{}], info, 100)).code).toBe('handler_threw')
   })
 
@@ -169,5 +167,258 @@ describe('createTenantSandbox()', () => {
     const result = sandbox.invoke('bin', 'onMessage', [{ topic: 't', payload }], info, 100)
     expect(result.value).toEqual({ isBytes: true, length: 5, sum: 508 })
     expect(result.publishes[0]?.value).toEqual(new Uint8Array([1, 2, 250, 255]))
+  })
+})
+
+describe('createTenantSandbox(): functions, batches and limits', () => {
+  test("each function has its own runtime: one function never sees another's globals or prototypes", async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'writer',
+      `globalThis.shared = 'from writer'; Array.prototype.join = () => 'hijacked'
+      export default { onMessage() { return [typeof shared, [1, 2].join()] } }`,
+      ['onMessage'],
+    )
+    sandbox.compile('reader', `export default { onMessage() { return [typeof shared, [1, 2].join()] } }`, [
+      'onMessage',
+    ])
+    expect(sandbox.invoke('writer', 'onMessage', [{}], info, 100).value).toEqual(['string', 'hijacked'])
+    expect(sandbox.invoke('reader', 'onMessage', [{}], info, 100).value).toEqual(['undefined', '1,2'])
+  })
+
+  test('invokeBatch() gives every call its own deadline and one outcome, in order', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'mixed',
+      `export default {
+        onMessage(m) {
+          if (m.kind === 'spin') for (;;) {}
+          if (m.kind === 'throw') throw new RangeError('bad ' + m.v)
+          // Busy for about 30 ms: three of these exceed one 50 ms deadline, not their own.
+          if (m.kind === 'busy') { let x = 0; for (let i = 0; i < 3e5; i++) x += i; return x > 0 }
+          return m.v * 2
+        },
+      }`,
+      ['onMessage'],
+    )
+    const calls = [
+      { kind: 'double', v: 1 },
+      { kind: 'throw', v: 2 },
+      { kind: 'spin' },
+      { kind: 'busy' },
+      { kind: 'busy' },
+      { kind: 'busy' },
+      { kind: 'double', v: 3 },
+    ].map((m) => ({ args: [m], info }))
+    const outcomes = sandbox.invokeBatch('mixed', 'onMessage', calls, 50)
+    expect(outcomes.map((outcome) => (outcome.ok ? outcome.result.value : outcome.code))).toEqual([
+      2,
+      'handler_threw',
+      'deadline',
+      true,
+      true,
+      true,
+      6,
+    ])
+    expect(outcomes[1]).toMatchObject({ message: "Function 'mixed' threw RangeError: bad 2" })
+  })
+
+  test('a BatchControl sees each call start and end, and can end the batch early', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile('double', `export default { onMessage(m) { return m.v * 2 } }`, ['onMessage'])
+    const seen: string[] = []
+    const calls = [1, 2, 3, 4].map((v) => ({ args: [{ v }], info }))
+    const outcomes = sandbox.invokeBatch('double', 'onMessage', calls, 100, {
+      onCallStart: (index, deadlineAt) => {
+        seen.push(`start ${index}`)
+        expect(deadlineAt).toBeGreaterThan(Date.now())
+      },
+      onCallEnd: (index, _outcome, spentMs) => {
+        seen.push(`end ${index}`)
+        expect(spentMs).toBeGreaterThanOrEqual(0)
+        return index === 1
+      },
+    })
+    expect(outcomes).toHaveLength(2)
+    expect(seen).toEqual(['start 0', 'end 0', 'start 1', 'end 1'])
+  })
+
+  test("one allocation larger than a function's memory limit fails it, and the sandbox must be rebuilt", async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 64 * MB })
+    // QuickJS itself refuses one allocation larger than the limit.
+    sandbox.compile(
+      'buffer',
+      `export default { onMessage(m) { return new ArrayBuffer(m.bytes).byteLength } }`,
+      ['onMessage'],
+      { memoryBytes: 4 * MB },
+    )
+    expect(sandbox.invoke('buffer', 'onMessage', [{ bytes: 1 * MB }], info, 1000).value).toBe(MB)
+    expect(
+      errorOf(() => sandbox.invoke('buffer', 'onMessage', [{ bytes: 8 * MB }], info, 1000)),
+    ).toMatchObject({
+      code: 'memory',
+      message: "Function 'buffer' ran out of memory (its limit is 4 MiB)",
+    })
+    expect(sandbox.broken).toBe(true)
+  })
+
+  test("many small allocations are stopped once they grow the tenant's memory past the function's limit", async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 64 * MB })
+    sandbox.compile(
+      'hoard',
+      `const kept = []
+      export default { onMessage(m) { for (let i = 0; i < m.n; i++) kept.push({ i, s: 'x' + i }); return kept.length } }`,
+      ['onMessage'],
+      { memoryBytes: 4 * MB },
+    )
+    expect(sandbox.invoke('hoard', 'onMessage', [{ n: 1000 }], info, 5_000).value).toBe(1000)
+    // About 100 bytes per entry: 2 million entries need far more than the 16 MiB the module starts
+    // with, and the function may grow it by 4 MiB only.
+    const error = errorOf(() => sandbox.invoke('hoard', 'onMessage', [{ n: 2_000_000 }], info, 5_000))
+    expect(error).toMatchObject({
+      code: 'memory',
+      message: "Function 'hoard' ran out of memory (its limit is 4 MiB)",
+    })
+  })
+
+  test('a function memory limit under 1 MiB is a RangeError', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    expect(() =>
+      sandbox.compile('f', 'export default { onMessage() {} }', ['onMessage'], { memoryBytes: 1000 }),
+    ).toThrow(RangeError)
+  })
+
+  test("Date.now() and new Date() give the invocation's time and cannot be replaced", async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'clock',
+      `export default {
+        onMessage(m) {
+          if (m.swap) Date.now = () => 0
+          return [Date.now(), new Date().getTime(), new Date(5).getTime(), Date(), new Date() instanceof Date]
+        },
+      }`,
+      ['onMessage'],
+    )
+    const later = { ...info, now: info.now + 1234 }
+    expect(sandbox.invoke('clock', 'onMessage', [{}], later, 100).value).toEqual([
+      later.now,
+      later.now,
+      5,
+      expect.stringMatching(/^Tue Nov 14 2023 /),
+      true,
+    ])
+    expect(errorOf(() => sandbox.invoke('clock', 'onMessage', [{ swap: true }], info, 100)).message).toMatch(
+      /TypeError: 'now' is read-only/,
+    )
+    expect((sandbox.invoke('clock', 'onMessage', [{}], later, 100).value as number[])[0]).toBe(later.now)
+  })
+
+  test('ctx is frozen and its config frozen all the way down', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'tamper',
+      `export default {
+        onMessage(m, ctx) {
+          const attempts = [
+            () => { ctx.publish = null },
+            () => { ctx.config.nested.x = 2 },
+            () => { delete ctx.log },
+            () => { ctx.publish.extra = 1 },
+            () => { Object.setPrototypeOf(ctx, null) },
+          ]
+          return attempts.map((attempt) => { try { attempt(); return 'changed' } catch (e) { return e.name } })
+        },
+      }`,
+      ['onMessage'],
+    )
+    const withConfig = { ...info, config: { nested: { x: 1 } } }
+    expect(sandbox.invoke('tamper', 'onMessage', [{}], withConfig, 100).value).toEqual(
+      Array(5).fill('TypeError'),
+    )
+  })
+
+  test('promise callbacks never run: a function that leaves them pending fails and gets a fresh runtime', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'jobs',
+      `let calls = 0
+      export default {
+        onMessage(m, ctx) {
+          calls++
+          if (m.chain) Promise.resolve().then(function again() { ctx.publish('never', 1); return Promise.resolve().then(again) })
+          return calls
+        },
+      }`,
+      ['onMessage'],
+    )
+    expect(sandbox.invoke('jobs', 'onMessage', [{}], info, 100).value).toBe(1)
+    const error = errorOf(() => sandbox.invoke('jobs', 'onMessage', [{ chain: true }], info, 100))
+    expect(error).toMatchObject({ code: 'handler_threw' })
+    expect(error.message).toMatch(/left promise callbacks pending/)
+    // The fresh runtime starts its module state again.
+    expect(sandbox.invoke('jobs', 'onMessage', [{}], info, 100).value).toBe(1)
+  })
+
+  test('a handler that returns a Promise is refused, and async or generator handlers cannot deploy', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile('thenable', `export default { onMessage() { return Promise.resolve(1) } }`, ['onMessage'])
+    expect(errorOf(() => sandbox.invoke('thenable', 'onMessage', [{}], info, 100))).toMatchObject({
+      code: 'bad_output',
+      message:
+        "Function 'thenable' returned a Promise from onMessage(): handlers are synchronous and return their result",
+    })
+    expect(
+      errorOf(() => sandbox.compile('a', `export default { async onMessage() { return 1 } }`, ['onMessage']))
+        .message,
+    ).toBe(
+      "Cannot deploy function 'a' as its onMessage() handler is async: handlers are synchronous and return their result",
+    )
+    expect(
+      errorOf(() => sandbox.compile('g', `export default { *onMessage() { yield 1 } }`, ['onMessage']))
+        .message,
+    ).toMatch(/handler is a generator/)
+    expect(
+      errorOf(() => sandbox.compile('t', `await 1; export default { onMessage() {} }`, ['onMessage']))
+        .message,
+    ).toMatch(/top-level await is not supported/)
+  })
+
+  test('only guest libraries can be imported', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    for (const name of ['fs', 'node:fs', '../sandbox/bytes.ts', 'constructor']) {
+      const error = errorOf(() =>
+        sandbox.compile('i', `import x from '${name}'; export default { onMessage() { return x } }`, [
+          'onMessage',
+        ]),
+      )
+      expect(error.code).toBe('invalid_function')
+      expect(error.message).toMatch(
+        /as it imports '.*': only taureau:sketch, taureau:window can be imported$/,
+      )
+    }
+    sandbox.compile(
+      'ok',
+      `import { CountMin } from 'taureau:sketch'; export default { onMessage() { return typeof CountMin } }`,
+      ['onMessage'],
+    )
+    expect(sandbox.invoke('ok', 'onMessage', [{}], info, 100).value).toBe('function')
+  })
+
+  test('log lines past the bound are dropped and counted, long lines are clipped', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB, maxLogLines: 3 })
+    sandbox.compile(
+      'chatty',
+      `export default { onMessage(m, ctx) { ctx.log('x'.repeat(5000)); for (let i = 0; i < 10; i++) ctx.log('line', i) } }`,
+      ['onMessage'],
+    )
+    const { logs } = sandbox.invoke('chatty', 'onMessage', [{}], info, 100)
+    expect(logs).toHaveLength(4)
+    expect(logs[0]?.length).toBe(1003)
+    expect(logs.slice(1)).toEqual([
+      'line 0',
+      'line 1',
+      '(8 more log lines dropped: at most 3 per invocation)',
+    ])
   })
 })

@@ -1,5 +1,5 @@
 import { expect, test } from 'vitest'
-import { createWorkerPool, SandboxError } from '../../sandbox/index.ts'
+import { type CallOutcome, createWorkerPool, SandboxError } from '../../sandbox/index.ts'
 
 const MB = 1024 * 1024
 const info = { name: 'fn', version: 1, config: {}, now: 1_700_000_000_000 }
@@ -58,4 +58,203 @@ test('a removed function is forgotten by the worker and not compiled again after
   expect((await errorOf(() => pool.invoke('a', 'double', 'onMessage', [{ v: 1 }], info, 100))).code).toBe(
     'handler_threw',
   )
+})
+
+const valueOrCode = (outcome: CallOutcome) => (outcome.ok ? outcome.result.value : outcome.code)
+const call = (v: unknown) => ({ args: [v], info })
+// Each call returns how many calls this function's runtime has run: the order they ran in.
+const COUNTER = `let runs = 0
+export default {
+  onMessage(m) {
+    runs++
+    if (m === 'spin') for (;;) {}
+    if (m === 'throw') throw new TypeError('refused')
+    if (m === 'stuck') return 'a'.repeat(1e6).indexOf('a'.repeat(1e4) + 'b')
+    return runs
+  },
+}`
+
+test('invokeBatch() sends many calls in few messages and returns their outcomes in order', async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  const before = pool.messages
+  const outcomes = await pool.invokeBatch(
+    'a',
+    'double',
+    'onMessage',
+    Array.from({ length: 500 }, (_, v) => call({ v })),
+    1000,
+  )
+  expect(outcomes.map(valueOrCode)).toEqual(Array.from({ length: 500 }, (_, v) => v * 2))
+  expect(pool.messages - before).toBeLessThanOrEqual(10)
+  // Single invocations made in the same tick travel together too.
+  const singles = await Promise.all(
+    [1, 2, 3, 4].map((v) => pool.invoke('a', 'double', 'onMessage', [{ v }], info, 100)),
+  )
+  expect(singles.map((result) => result.value)).toEqual([2, 4, 6, 8])
+})
+
+test("one call's failure does not fail the others; calls after an overrun run later, in order, on an isolation worker", async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('a', 'count', COUNTER, ['onMessage'])
+  const outcomes = await pool.invokeBatch(
+    'a',
+    'count',
+    'onMessage',
+    ['x', 'throw', 'x', 'spin', 'x', 'x'].map(call),
+    50,
+  )
+  // The overrun moves the tenant: the calls after it start again in a fresh runtime, in order.
+  expect(outcomes.map(valueOrCode)).toEqual([1, 'handler_threw', 3, 'deadline', 1, 2])
+  expect(pool.placementOf('a')).toEqual({ worker: 1, isolated: true })
+  expect(pool.isolations).toBe(1)
+})
+
+test('the watchdog replaces a worker stuck in a built-in; the stuck call fails and the others run again once', async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB, watchdogGraceMs: 100 })
+  await pool.compile('a', 'count', COUNTER, ['onMessage'])
+  await pool.compile('b', 'double', DOUBLE, ['onMessage'])
+  const stuck = pool.invokeBatch('a', 'count', 'onMessage', ['x', 'stuck', 'x', 'x'].map(call), 100)
+  const other = pool.invokeBatch('b', 'double', 'onMessage', [call({ v: 1 }), call({ v: 2 })], 100)
+  const outcomes = await stuck
+  // 'x' ran before the worker was lost and again, with the calls after 'stuck', on the isolation worker.
+  expect(outcomes.map(valueOrCode)).toEqual([1, 'deadline', 2, 3])
+  expect(outcomes[1]).toMatchObject({
+    message: expect.stringMatching(/cannot be interrupted; its worker was replaced/),
+  })
+  expect((await other).map(valueOrCode)).toEqual([2, 4])
+  expect(pool.restarts).toBe(1)
+  expect(pool.placementOf('a')?.isolated).toBe(true)
+})
+
+test('an isolated tenant goes home after a quiet period and the empty isolation worker stops', async () => {
+  let now = 1_000_000
+  await using pool = createWorkerPool({
+    size: 1,
+    memoryLimitBytes: 32 * MB,
+    isolation: { quietMs: 10_000 },
+    clock: { now: () => now },
+  })
+  await pool.compile('a', 'count', COUNTER, ['onMessage'])
+  expect(
+    valueOrCode((await pool.invokeBatch('a', 'count', 'onMessage', [call('spin')], 20))[0] as CallOutcome),
+  ).toBe('deadline')
+  expect(pool.placementOf('a')).toEqual({ worker: 1, isolated: true })
+  now += 5_000
+  await pool.invoke('a', 'count', 'onMessage', ['x'], info, 100)
+  expect(pool.placementOf('a')?.isolated).toBe(true)
+  expect(pool.workers).toBe(2) // the isolation worker started with the tenant's first call there
+  now += 10_000
+  expect(await pool.invoke('a', 'count', 'onMessage', ['x'], info, 100)).toMatchObject({ value: 1 })
+  expect(pool.placementOf('a')).toEqual({ worker: 0, isolated: false })
+  expect(pool.workers).toBe(1)
+})
+
+test("a tenant taking most of a worker's CPU while another tenant waits is moved to an isolation worker", async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB, isolation: { cpuShare: 0.3 } })
+  await pool.compile(
+    'heavy',
+    'busy',
+    'export default { onMessage() { let x = 0; for (let i = 0; i < 2e5; i++) x += i; return x > 0 } }',
+    ['onMessage'],
+  )
+  await pool.compile('light', 'double', DOUBLE, ['onMessage'])
+  let rounds = 0
+  while (!pool.placementOf('heavy')?.isolated && rounds++ < 50) {
+    await Promise.all([
+      pool.invokeBatch(
+        'heavy',
+        'busy',
+        'onMessage',
+        Array.from({ length: 20 }, () => call({})),
+        1000,
+      ),
+      pool.invoke('light', 'double', 'onMessage', [{ v: 1 }], info, 1000),
+    ])
+  }
+  expect(pool.placementOf('heavy')?.isolated).toBe(true)
+  expect(pool.placementOf('light')?.isolated).toBe(false)
+})
+
+test('removeTenant() drops the tenant and its functions, after the work it queued', async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  const queued = pool.invoke('a', 'double', 'onMessage', [{ v: 4 }], info, 100)
+  await pool.removeTenant('a')
+  expect((await queued).value).toBe(8)
+  expect(pool.placementOf('a')).toBeUndefined()
+  expect(await errorOf(() => pool.invoke('a', 'double', 'onMessage', [{ v: 1 }], info, 100))).toMatchObject({
+    code: 'handler_threw',
+    message: "Cannot run function 'double' as it is not deployed",
+  })
+})
+
+test("calls past a tenant's queue bound come back overloaded without running", async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB, maxQueuedPerTenant: 10 })
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  const outcomes = await pool.invokeBatch(
+    'a',
+    'double',
+    'onMessage',
+    Array.from({ length: 25 }, (_, v) => call({ v })),
+    100,
+  )
+  expect(outcomes.slice(0, 10).map(valueOrCode)).toEqual(Array.from({ length: 10 }, (_, v) => v * 2))
+  expect(new Set(outcomes.slice(10).map(valueOrCode))).toEqual(new Set(['overloaded']))
+  expect(outcomes[10]).toMatchObject({
+    message: "Cannot run function 'double' as its tenant has 10 invocations waiting",
+  })
+})
+
+test("compile() passes the function's memory limit to its sandbox", async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 64 * MB })
+  const BUFFER = 'export default { onMessage(m) { return new ArrayBuffer(m.bytes).byteLength } }'
+  await pool.compile('a', 'small', BUFFER, ['onMessage'], { memoryBytes: 2 * MB })
+  await pool.compile('a', 'large', BUFFER, ['onMessage'])
+  expect(
+    await errorOf(() => pool.invoke('a', 'small', 'onMessage', [{ bytes: 4 * MB }], info, 1000)),
+  ).toMatchObject({
+    code: 'memory',
+    message: "Function 'small' ran out of memory (its limit is 2 MiB)",
+  })
+  // The tenant's sandbox was rebuilt with both functions.
+  expect((await pool.invoke('a', 'large', 'onMessage', [{ bytes: 4 * MB }], info, 1000)).value).toBe(4 * MB)
+  await expect(pool.compile('a', 'tiny', BUFFER, ['onMessage'], { memoryBytes: 10 })).rejects.toThrow(
+    RangeError,
+  )
+})
+
+test('a closed pool refuses work with broken', async () => {
+  const pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  await pool.close()
+  expect(await pool.invokeBatch('a', 'double', 'onMessage', [call({ v: 1 })], 100)).toEqual([
+    { ok: false, code: 'broken', message: 'The worker pool is closed' },
+  ])
+})
+
+test('a call whose arguments cannot be copied to a worker fails alone', async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  const outcomes = await pool.invokeBatch(
+    'a',
+    'double',
+    'onMessage',
+    [call({ v: 1 }), call({ v: () => 2 }), call({ v: 3 })],
+    100,
+  )
+  expect(outcomes.map(valueOrCode)).toEqual([2, 'handler_threw', 6])
+  expect(outcomes[1]).toMatchObject({
+    message: "Cannot run function 'double' as its arguments cannot be copied to a worker",
+  })
+})
+
+test('a pool starts its workers only when it is first sent work', async () => {
+  await using pool = createWorkerPool({ size: 2, memoryLimitBytes: 32 * MB })
+  expect(pool.workers).toBe(0)
+  await pool.restartWorkerOf('a') // nothing to restart yet
+  expect(pool.restarts).toBe(0)
+  await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+  expect(pool.workers).toBe(1)
+  expect((await pool.invoke('a', 'double', 'onMessage', [{ v: 2 }], info, 1_000)).value).toBe(4)
 })

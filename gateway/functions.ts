@@ -1,0 +1,1112 @@
+import { Cron } from 'croner'
+import type { Logger } from 'pino'
+import {
+  type CallOutcome,
+  type HandlerName,
+  type InvocationCall,
+  type InvocationResult,
+  SandboxError,
+  type WorkerPool,
+} from '../sandbox/index.ts'
+import type { Broker, BrokerMessage } from './broker.ts'
+import type { GatewayConfig, Quotas } from './config.ts'
+import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
+import { type DeployRequest, type FunctionSpec, parseDuration, type Trigger } from './function-spec.ts'
+import type {
+  DeadLetter,
+  FunctionRecord,
+  FunctionStore,
+  FunctionVersion,
+  OutboxInsert,
+} from './function-store.ts'
+import type { Metrics } from './metrics.ts'
+import { decodePayload, encodePayload } from './payload.ts'
+import { filterCovers } from './topic-filter.ts'
+
+/** One line of a function's log: what it logged with `ctx.log`, or why an invocation failed. */
+export interface LogLine {
+  ts: number
+  version: number
+  level: 'log' | 'error'
+  message: string
+}
+
+/** A function as the API shows it: the stored record, its current version's spec and live figures. */
+export interface FunctionView {
+  name: string
+  version: number
+  latestVersion: number
+  enabled: boolean
+  /** `running`, `disabled`, or `failed` when the current version could not be loaded. */
+  state: 'running' | 'disabled' | 'failed'
+  problem: string | null
+  triggers: Trigger[]
+  output: string | null
+  limits: FunctionSpec['limits']
+  config: Record<string, unknown>
+  createdAt: string
+  updatedAt: string
+  stats: FunctionStats
+}
+
+/** Live figures of a function since the gateway started. */
+export interface FunctionStats {
+  invocations: number
+  errors: number
+  /** Failures by reason: `deadline`, `memory`, `handler_threw`, `bad_output`, `broken`, `queue_full`, ... */
+  errorsByReason: Record<string, number>
+  lastError: { at: string; message: string } | null
+  queued: number
+  /** Invocation time (inside the sandbox) of the recent invocations, in ms. */
+  p50Ms: number | null
+  p99Ms: number | null
+}
+
+/** The outcome of a test invocation: nothing it produced takes effect. */
+export type TestInvocation =
+  | {
+      ok: true
+      version: number
+      handler: HandlerName
+      value: unknown
+      output: { topic: string; payload: string } | null
+      publishes: Array<{ topic: string; payload: string; qos: number; retain: boolean }>
+      emits: Array<{ stream: string; record: unknown }>
+      logs: string[]
+      durationMs: number
+      memoryBytes: number
+    }
+  | { ok: false; version: number; handler: HandlerName; error: { code: string; message: string } }
+
+/** A sample message for a test invocation. */
+export interface SampleMessage {
+  topic?: string | undefined
+  payload?: unknown
+  payloadBase64?: string | undefined
+  qos?: 0 | 1 | 2 | undefined
+  retain?: boolean | undefined
+  device?: string | undefined
+  ts?: number | undefined
+}
+
+/** Options of {@link createFunctions}. */
+export interface FunctionsOptions {
+  functionStore: FunctionStore
+  broker: Broker
+  pool: WorkerPool
+  metrics: Metrics
+  logger: Logger
+  config: GatewayConfig['functions']
+  /** The tenant's effective quotas; undefined when the tenant does not exist. */
+  quotas(tenantId: string): Quotas | undefined
+  now?: () => number
+}
+
+/**
+ * The functions of every tenant: deploys, versions and rollback, the dispatch of broker messages
+ * and schedule ticks to the sandbox pool, and what comes back (output publishes, outbox records,
+ * dead letters, logs).
+ */
+export interface Functions {
+  /** Loads every enabled function's current version into the pool and starts the schedules. */
+  start(): Promise<void>
+  /** Validates (compiles) first; stores a new version and swaps it in only when that succeeds. */
+  deploy(tenantId: string, request: DeployRequest): Promise<FunctionView>
+  rollback(tenantId: string, name: string, version: number): Promise<FunctionView>
+  setEnabled(tenantId: string, name: string, enabled: boolean): Promise<FunctionView>
+  remove(tenantId: string, name: string): Promise<void>
+  /** Forgets a deleted tenant's functions (the store's rows go with the tenant). */
+  removeTenant(tenantId: string): Promise<void>
+  view(tenantId: string, name: string): FunctionView
+  list(tenantId: string): FunctionView[]
+  versions(tenantId: string, name: string): FunctionVersion[]
+  /** Runs a kept version on a sample in a throwaway copy of the function: no effect takes place. */
+  testInvoke(
+    tenantId: string,
+    name: string,
+    options: {
+      handler?: HandlerName | undefined
+      message?: SampleMessage | undefined
+      version?: number | undefined
+    },
+  ): Promise<TestInvocation>
+  logs(tenantId: string, name: string): LogLine[]
+  /**
+   * Calls `listener` with each new log line of the function, and with `null` when the function
+   * is removed (the stream ends); returns the unsubscribe.
+   */
+  followLogs(tenantId: string, name: string, listener: (line: LogLine | null) => void): () => void
+  /** The broker's message handler: matches triggers and queues invocations. */
+  handleMessage(message: BrokerMessage): void
+  /** Resolves when no invocation is queued or running (tests, shutdown). */
+  idle(): Promise<void>
+  /** Stops the schedules and waits for invocations in flight. */
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/** A function's current version, loaded in the pool and taking messages. */
+interface Active {
+  tenantId: string
+  name: string
+  version: number
+  /** The pool's key of this compiled copy; a new deploy or rollback compiles a new one. */
+  key: string
+  spec: FunctionSpec
+  filters: string[]
+  /** Schedules of the `every` and `cron` triggers. */
+  timers: Array<{ stop(): void }>
+  /** Schedule triggers with a tick still queued: a slow function skips ticks rather than piling them up. */
+  pendingTicks: Set<number>
+}
+
+/** What went into an invocation, kept for its dead letter. */
+interface Input {
+  handler: HandlerName
+  message?: {
+    topic: string
+    payload: Buffer
+    qos: number
+    retain: boolean
+    device: string | null
+    ts: number
+  }
+}
+
+/** One queued invocation. */
+interface Item {
+  key: string
+  version: number
+  timeoutMs: number
+  output: string | null
+  handler: HandlerName
+  call: InvocationCall
+  input: Input
+  /** Payload bytes the item holds, for the queue's byte bound. */
+  bytes: number
+  /** How many functions produced the message before this one (0 for a device's message). */
+  hops: number
+  tick?: { active: Active; trigger: number }
+}
+
+/** Per function: its queue, in arrival order, what is running, its figures and its log. */
+interface Lane {
+  tenantId: string
+  name: string
+  queue: Item[]
+  queuedBytes: number
+  /** Invocations of the batch running now; 0 when none is. */
+  running: number
+  /** Set when the function is deleted: a batch still running settles into nothing. */
+  removed: boolean
+  stats: {
+    invocations: number
+    errors: number
+    errorsByReason: Record<string, number>
+    lastError: { at: number; message: string } | null
+    /** Recent invocation times, a ring written at `next`. */
+    durations: number[]
+    next: number
+  }
+  logs: LogLine[]
+  listeners: Set<(line: LogLine | null) => void>
+}
+
+type DeadLetterInsert = Omit<DeadLetter, 'id'>
+
+const RECENT_DURATIONS = 512
+const MAX_LOG_LINE_CHARS = 4096
+/** Test invocations of one tenant running at once; more are refused (each compiles a copy). */
+const MAX_TEST_INVOCATIONS = 4
+/** Codes of compile failures the source causes (as opposed to the gateway's own). */
+const GUEST_COMPILE_CODES = new Set<string>([
+  'invalid_function',
+  'memory',
+  'deadline',
+  'handler_threw',
+  'bad_output',
+])
+
+/** The id under which a tenant's throwaway copies run: a sandbox apart from the running one. */
+const scratchOf = (tenantId: string) => `${tenantId}\u0000scratch`
+
+/** Creates the functions runtime; call `start()` after the broker is up. */
+export function createFunctions(options: FunctionsOptions): Functions {
+  const { functionStore, broker, pool, metrics, logger, config } = options
+  const now = options.now ?? Date.now
+  /** Active functions per tenant, by name. */
+  const active = new Map<string, Map<string, Active>>()
+  /** Problems of functions whose current version could not be loaded (start, enable). */
+  const failed = new Map<string, string>()
+  const lanes = new Map<string, Lane>()
+  /** Queued and running invocations per compiled key; a retired key is removed from the pool at 0. */
+  const keyUse = new Map<string, number>()
+  const retired = new Set<string>()
+  /** Deploys, rollbacks and the like of one function run one at a time. */
+  const serial = new Map<string, Promise<unknown>>()
+  /** Users of each tenant's scratch sandbox; it is dropped when the last one is done. */
+  const scratchUsers = new Map<string, number>()
+  /** Dead letters of refusals on the broker's path, written together on the next turn. */
+  let pendingLetters: DeadLetterInsert[] = []
+  let busyLanes = 0
+  const idleWaiters: Array<() => void> = []
+  let compiles = 0
+  let closed = false
+
+  const id = (tenantId: string, name: string) => `${tenantId}\u0000${name}`
+
+  const exclusive = <T>(tenantId: string, name: string, run: () => Promise<T>): Promise<T> => {
+    const at = id(tenantId, name)
+    const previous = serial.get(at) ?? Promise.resolve()
+    const next = previous.then(run, run)
+    const settled = next.catch(() => {})
+    serial.set(at, settled)
+    void settled.then(() => {
+      if (serial.get(at) === settled) serial.delete(at)
+    })
+    return next
+  }
+
+  const laneOf = (tenantId: string, name: string): Lane => {
+    const at = id(tenantId, name)
+    let lane = lanes.get(at)
+    if (lane === undefined) {
+      lane = {
+        tenantId,
+        name,
+        queue: [],
+        queuedBytes: 0,
+        running: 0,
+        removed: false,
+        stats: { invocations: 0, errors: 0, errorsByReason: {}, lastError: null, durations: [], next: 0 },
+        logs: [],
+        listeners: new Set(),
+      }
+      lanes.set(at, lane)
+    }
+    return lane
+  }
+
+  const log = (lane: Lane, version: number, level: LogLine['level'], message: string, ts = now()): void => {
+    const line: LogLine = {
+      ts,
+      version,
+      level,
+      message: message.length > MAX_LOG_LINE_CHARS ? `${message.slice(0, MAX_LOG_LINE_CHARS)}…` : message,
+    }
+    lane.logs.push(line)
+    if (lane.logs.length > config.logLines) lane.logs.splice(0, lane.logs.length - config.logLines)
+    for (const listener of lane.listeners) listener(line)
+  }
+
+  /** Forgets a deleted function's lane: queued work is dropped, a running batch settles into nothing. */
+  const dropLane = (tenantId: string, name: string): void => {
+    const at = id(tenantId, name)
+    const lane = lanes.get(at)
+    if (lane === undefined) return
+    lanes.delete(at)
+    lane.removed = true
+    for (const item of lane.queue.splice(0)) useKey(tenantId, item.key, -1)
+    lane.queuedBytes = 0
+    for (const listener of lane.listeners) listener(null)
+    lane.listeners.clear()
+    metrics.removeFunction(tenantId, name)
+  }
+
+  const requireTenant = (tenantId: string): Quotas => {
+    const quotas = options.quotas(tenantId)
+    if (quotas === undefined) {
+      throw new GatewayError(GATEWAY_ERROR_CODES.notFound, `Cannot find tenant ${quote(tenantId)}`)
+    }
+    return quotas
+  }
+  const requireFunction = (tenantId: string, name: string): FunctionRecord => {
+    const fn = functionStore.get(tenantId, name)
+    if (fn === undefined) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.notFound,
+        `Cannot find function ${quote(name)} of tenant ${quote(tenantId)}`,
+      )
+    }
+    return fn
+  }
+  const requireVersion = (tenantId: string, name: string, version: number): FunctionVersion => {
+    const found = functionStore.version(tenantId, name, version)
+    if (found === undefined) {
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.notFound,
+        `Cannot find version ${version} of function ${quote(name)} as it was never deployed or is no longer kept`,
+      )
+    }
+    return found
+  }
+
+  const handlersOf = (spec: FunctionSpec): HandlerName[] => {
+    const handlers: HandlerName[] = []
+    if (spec.triggers.some((trigger) => 'topic' in trigger)) handlers.push('onMessage')
+    if (spec.triggers.some((trigger) => !('topic' in trigger))) handlers.push('onSchedule')
+    return handlers
+  }
+
+  /** A sandbox message names the pool's key of a compiled copy; tenants know the function's name. */
+  const clean = (message: string, key: string, name: string): string =>
+    message.split(`'${key}'`).join(`'${name}'`)
+
+  /**
+   * Compiles a version into the pool under a fresh key. A failure the source causes (syntax,
+   * missing handler, top-level code that throws or runs out of memory or time) is `invalid_input`
+   * on `source`; anything else is the gateway's own failure.
+   */
+  const compile = async (
+    sandboxId: string,
+    name: string,
+    source: string,
+    spec: FunctionSpec,
+  ): Promise<string> => {
+    const key = `${name}#${++compiles}`
+    try {
+      await pool.compile(sandboxId, key, source, handlersOf(spec), {
+        memoryBytes: spec.limits.memoryMb * 1024 * 1024,
+      })
+    } catch (error) {
+      const message = clean((error as Error).message, key, name)
+      if (error instanceof SandboxError && GUEST_COMPILE_CODES.has(error.code)) {
+        throw new GatewayError(GATEWAY_ERROR_CODES.invalidInput, message, { field: 'source', cause: error })
+      }
+      throw new GatewayError(
+        GATEWAY_ERROR_CODES.internal,
+        `Cannot load function ${quote(name)} in its sandbox: ${message}`,
+        { cause: error },
+      )
+    }
+    return key
+  }
+
+  /**
+   * Runs `work` in the tenant's scratch sandbox, a QuickJS instance apart from the one that runs
+   * its functions: what a throwaway copy does there (run out of memory, change globals) cannot
+   * touch the running copies. The scratch sandbox is dropped when its last user is done.
+   */
+  const withScratch = async <T>(tenantId: string, work: (sandboxId: string) => Promise<T>): Promise<T> => {
+    const sandboxId = scratchOf(tenantId)
+    scratchUsers.set(tenantId, (scratchUsers.get(tenantId) ?? 0) + 1)
+    try {
+      return await work(sandboxId)
+    } finally {
+      const users = (scratchUsers.get(tenantId) ?? 1) - 1
+      if (users > 0) scratchUsers.set(tenantId, users)
+      else {
+        scratchUsers.delete(tenantId)
+        void pool.removeTenant(sandboxId).catch(() => {})
+      }
+    }
+  }
+
+  const useKey = (tenantId: string, key: string, delta: number): void => {
+    const at = `${tenantId}\u0000${key}`
+    const count = (keyUse.get(at) ?? 0) + delta
+    if (count > 0) {
+      keyUse.set(at, count)
+      return
+    }
+    keyUse.delete(at)
+    if (retired.delete(at)) void pool.remove(tenantId, key).catch(() => {})
+  }
+  /** The key is no longer current: removed from the pool once nothing queued or running uses it. */
+  const retire = (tenantId: string, key: string): void => {
+    const at = `${tenantId}\u0000${key}`
+    if (keyUse.has(at)) retired.add(at)
+    else void pool.remove(tenantId, key).catch(() => {})
+  }
+
+  const deactivate = (tenantId: string, name: string): void => {
+    const current = active.get(tenantId)?.get(name)
+    if (current === undefined) return
+    for (const timer of current.timers) timer.stop()
+    active.get(tenantId)?.delete(name)
+    if (active.get(tenantId)?.size === 0) active.delete(tenantId)
+    retire(tenantId, current.key)
+  }
+
+  /** Makes a compiled version the one that takes new messages; what is queued finishes on its own version. */
+  const activate = (
+    tenantId: string,
+    name: string,
+    version: number,
+    key: string,
+    spec: FunctionSpec,
+  ): void => {
+    deactivate(tenantId, name)
+    failed.delete(id(tenantId, name))
+    const entry: Active = {
+      tenantId,
+      name,
+      version,
+      key,
+      spec,
+      filters: spec.triggers.flatMap((trigger) => ('topic' in trigger ? [trigger.topic] : [])),
+      timers: [],
+      pendingTicks: new Set(),
+    }
+    spec.triggers.forEach((trigger, index) => {
+      if ('every' in trigger) {
+        const timer = setInterval(() => tick(entry, index), parseDuration(trigger.every) as number)
+        timer.unref()
+        entry.timers.push({ stop: () => clearInterval(timer) })
+      } else if ('cron' in trigger) {
+        const cron = new Cron(trigger.cron, { unref: true, timezone: trigger.timezone ?? 'UTC' }, () =>
+          tick(entry, index),
+        )
+        entry.timers.push({ stop: () => cron.stop() })
+      }
+    })
+    let functions = active.get(tenantId)
+    if (functions === undefined) {
+      functions = new Map()
+      active.set(tenantId, functions)
+    }
+    functions.set(name, entry)
+  }
+
+  const tick = (entry: Active, trigger: number): void => {
+    if (closed || entry.pendingTicks.has(trigger)) return
+    entry.pendingTicks.add(trigger)
+    const at = now()
+    enqueue(entry, {
+      key: entry.key,
+      version: entry.version,
+      timeoutMs: entry.spec.limits.timeoutMs,
+      output: entry.spec.output,
+      handler: 'onSchedule',
+      call: { args: [], info: infoOf(entry, at) },
+      input: { handler: 'onSchedule' },
+      bytes: 0,
+      hops: 0,
+      tick: { active: entry, trigger },
+    })
+  }
+
+  const infoOf = (entry: Active, at: number) => ({
+    name: entry.name,
+    version: entry.version,
+    config: entry.spec.config,
+    now: at,
+  })
+
+  const enqueue = (entry: Active, item: Item): void => {
+    const lane = laneOf(entry.tenantId, entry.name)
+    if (lane.queue.length >= config.queueLimit || lane.queuedBytes + item.bytes > config.queueBytes) {
+      if (item.tick !== undefined) item.tick.active.pendingTicks.delete(item.tick.trigger)
+      fail(
+        lane,
+        item,
+        'queue_full',
+        `Cannot run function ${quote(entry.name)} on this input as ${lane.queue.length} invocations (${lane.queuedBytes} bytes) are waiting, the most functions.queueLimit and functions.queueBytes allow`,
+      )
+      return
+    }
+    useKey(entry.tenantId, item.key, 1)
+    lane.queue.push(item)
+    lane.queuedBytes += item.bytes
+    pump(lane)
+  }
+
+  /**
+   * Counts a failure, logs it and keeps the input as a dead letter: in `deadLetters` when the
+   * caller commits a batch, else written on the next turn with the others (a flood of refusals
+   * on the broker's path costs one transaction, not one per message).
+   */
+  const fail = (
+    lane: Lane,
+    item: Item,
+    reason: string,
+    message: string,
+    deadLetters?: DeadLetterInsert[],
+  ) => {
+    const at = now()
+    lane.stats.errors++
+    lane.stats.errorsByReason[reason] = (lane.stats.errorsByReason[reason] ?? 0) + 1
+    lane.stats.lastError = { at, message }
+    metrics.functionInvocation(lane.tenantId, lane.name, reason)
+    log(lane, item.version, 'error', message, at)
+    const message_ = item.input.message
+    const letter: DeadLetterInsert = {
+      tenantId: lane.tenantId,
+      function: lane.name,
+      version: item.version,
+      message:
+        message_ === undefined
+          ? { handler: item.input.handler }
+          : {
+              handler: item.input.handler,
+              message: {
+                ...message_,
+                payload: undefined,
+                payloadBase64: message_.payload.toString('base64'),
+              },
+            },
+      reason,
+      error: message,
+      createdAt: at,
+    }
+    if (deadLetters !== undefined) {
+      deadLetters.push(letter)
+      return
+    }
+    if (pendingLetters.length === 0) setImmediate(flushLetters)
+    pendingLetters.push(letter)
+  }
+  const flushLetters = (): void => {
+    const letters = pendingLetters
+    pendingLetters = []
+    try {
+      functionStore.commitResults([], letters)
+    } catch (error) {
+      logger.error({ err: error, count: letters.length }, 'cannot store dead letters')
+    }
+  }
+
+  const pump = (lane: Lane): void => {
+    if (lane.running > 0 || lane.queue.length === 0 || lane.removed) return
+    const first = lane.queue[0] as Item
+    let count = 1
+    while (
+      count < lane.queue.length &&
+      count < config.maxBatch &&
+      (lane.queue[count] as Item).key === first.key &&
+      (lane.queue[count] as Item).handler === first.handler
+    ) {
+      count++
+    }
+    const batch = lane.queue.splice(0, count)
+    for (const item of batch) lane.queuedBytes -= item.bytes
+    lane.running = batch.length
+    busyLanes++
+    pool
+      .invokeBatch(
+        lane.tenantId,
+        first.key,
+        first.handler,
+        batch.map((item) => item.call),
+        first.timeoutMs,
+      )
+      .then(
+        (outcomes) => settle(lane, batch, outcomes),
+        (error: unknown) =>
+          settle(
+            lane,
+            batch,
+            batch.map(
+              () => ({ ok: false, code: 'broken', message: (error as Error).message }) as CallOutcome,
+            ),
+          ),
+      )
+      .catch((error: unknown) =>
+        logger.error(
+          { err: error, tenant: lane.tenantId, function: lane.name },
+          'cannot apply the results of a function',
+        ),
+      )
+      .finally(() => {
+        lane.running = 0
+        busyLanes--
+        for (const item of batch) useKey(lane.tenantId, item.key, -1)
+        pump(lane)
+        if (busyLanes === 0) for (const resolve of idleWaiters.splice(0)) resolve()
+      })
+  }
+
+  /**
+   * Applies a batch's outcomes: outbox records and dead letters in one transaction, then the
+   * publishes (after the commit), logs and figures. An invocation whose publishes break the
+   * tenant's payload bound fails as a whole, before anything is written.
+   */
+  const settle = (lane: Lane, batch: Item[], outcomes: CallOutcome[]): void => {
+    for (const item of batch)
+      if (item.tick !== undefined) item.tick.active.pendingTicks.delete(item.tick.trigger)
+    if (lane.removed) return
+    const maxPayloadBytes = options.quotas(lane.tenantId)?.maxPayloadBytes
+    if (maxPayloadBytes === undefined) return // the tenant is gone
+    const outbox: OutboxInsert[] = []
+    const deadLetters: DeadLetterInsert[] = []
+    const publishes: Array<{
+      topic: string
+      payload: Buffer
+      qos: 0 | 1 | 2
+      retain: boolean
+      hops: number
+    }> = []
+    batch.forEach((item, index) => {
+      const outcome = outcomes[index] ?? { ok: false, code: 'broken', message: 'The sandbox gave no answer' }
+      if (!outcome.ok) {
+        fail(lane, item, outcome.code, clean(outcome.message, item.key, lane.name), deadLetters)
+        return
+      }
+      const result: InvocationResult = outcome.result
+      const own: typeof publishes = []
+      if (item.output !== null && result.value !== undefined) {
+        own.push({
+          topic: item.output,
+          payload: encodePayload(result.value),
+          qos: 0,
+          retain: false,
+          hops: item.hops + 1,
+        })
+      }
+      for (const publish of result.publishes) {
+        own.push({
+          topic: publish.topic,
+          payload: encodePayload(publish.value),
+          qos: publish.qos,
+          retain: publish.retain,
+          hops: item.hops + 1,
+        })
+      }
+      const tooLarge = own.find((publish) => publish.payload.length > maxPayloadBytes)
+      if (tooLarge !== undefined) {
+        fail(
+          lane,
+          item,
+          'bad_output',
+          `Cannot publish to ${quote(tooLarge.topic)} as the payload of ${tooLarge.payload.length} bytes is over the tenant's maxPayloadBytes (${maxPayloadBytes})`,
+          deadLetters,
+        )
+        return
+      }
+      publishes.push(...own)
+      lane.stats.invocations++
+      const ring = lane.stats.durations
+      if (ring.length < RECENT_DURATIONS) ring.push(result.durationMs)
+      else ring[lane.stats.next++ % RECENT_DURATIONS] = result.durationMs
+      metrics.functionInvocation(lane.tenantId, lane.name, 'ok', result.durationMs)
+      for (const line of result.logs) log(lane, item.version, 'log', line)
+      for (const emit of result.emits) {
+        outbox.push({
+          tenantId: lane.tenantId,
+          function: lane.name,
+          stream: emit.stream,
+          record: emit.record,
+        })
+      }
+    })
+    functionStore.commitResults(outbox, deadLetters)
+    for (const publish of publishes) {
+      if (!broker.publish(lane.tenantId, publish.topic, publish.payload, publish.qos, publish.retain))
+        continue
+      dispatch(
+        {
+          tenantId: lane.tenantId,
+          topic: publish.topic,
+          payload: publish.payload,
+          qos: publish.qos,
+          retain: publish.retain,
+          deviceId: null,
+          receivedAt: now(),
+        },
+        publish.hops,
+      )
+    }
+  }
+
+  const dispatch = (message: BrokerMessage, hops: number): void => {
+    const functions = active.get(message.tenantId)
+    if (functions === undefined || closed) return
+    let decoded: { value: unknown } | undefined
+    for (const entry of functions.values()) {
+      if (!entry.filters.some((filter) => filterCovers(filter, message.topic))) continue
+      decoded ??= { value: decodePayload(message.payload) }
+      const msg = {
+        topic: message.topic,
+        payload: decoded.value,
+        qos: message.qos,
+        retain: message.retain,
+        device: message.deviceId,
+        ts: message.receivedAt,
+      }
+      const item: Item = {
+        key: entry.key,
+        version: entry.version,
+        timeoutMs: entry.spec.limits.timeoutMs,
+        output: entry.spec.output,
+        handler: 'onMessage',
+        call: { args: [msg], info: infoOf(entry, message.receivedAt) },
+        input: {
+          handler: 'onMessage',
+          message: {
+            topic: message.topic,
+            payload: message.payload,
+            qos: message.qos,
+            retain: message.retain,
+            device: message.deviceId,
+            ts: message.receivedAt,
+          },
+        },
+        bytes: message.payload.length,
+        hops,
+      }
+      if (hops >= config.maxChainDepth) {
+        fail(
+          laneOf(entry.tenantId, entry.name),
+          item,
+          'chain_too_deep',
+          `Cannot run function ${quote(entry.name)} on ${quote(message.topic)} as the message already passed through ${hops} functions, the most functions.maxChainDepth allows`,
+        )
+        continue
+      }
+      enqueue(entry, item)
+    }
+  }
+
+  const percentile = (values: number[], q: number): number | null => {
+    if (values.length === 0) return null
+    const sorted = [...values].sort((a, b) => a - b)
+    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+  }
+
+  const viewOf = (fn: FunctionRecord): FunctionView => {
+    const version = requireVersion(fn.tenantId, fn.name, fn.currentVersion)
+    const lane = lanes.get(id(fn.tenantId, fn.name))
+    const problem = failed.get(id(fn.tenantId, fn.name)) ?? null
+    const stats = lane?.stats
+    return {
+      name: fn.name,
+      version: fn.currentVersion,
+      latestVersion: fn.latestVersion,
+      enabled: fn.enabled,
+      state: !fn.enabled ? 'disabled' : problem !== null ? 'failed' : 'running',
+      problem,
+      triggers: version.spec.triggers,
+      output: version.spec.output,
+      limits: version.spec.limits,
+      config: version.spec.config,
+      createdAt: new Date(fn.createdAt).toISOString(),
+      updatedAt: new Date(fn.updatedAt).toISOString(),
+      stats: {
+        invocations: stats?.invocations ?? 0,
+        errors: stats?.errors ?? 0,
+        errorsByReason: { ...(stats?.errorsByReason ?? {}) },
+        lastError:
+          stats?.lastError == null
+            ? null
+            : { at: new Date(stats.lastError.at).toISOString(), message: stats.lastError.message },
+        queued: (lane?.queue.length ?? 0) + (lane?.running ?? 0),
+        p50Ms: percentile(stats?.durations ?? [], 0.5),
+        p99Ms: percentile(stats?.durations ?? [], 0.99),
+      },
+    }
+  }
+
+  /** Loads a version and makes it current, or records why it could not be loaded. */
+  const load = async (fn: FunctionRecord): Promise<void> => {
+    const version = requireVersion(fn.tenantId, fn.name, fn.currentVersion)
+    try {
+      const key = await compile(fn.tenantId, fn.name, version.source, version.spec)
+      activate(fn.tenantId, fn.name, version.version, key, version.spec)
+    } catch (error) {
+      const message = `Cannot load version ${version.version}: ${(error as Error).message}`
+      failed.set(id(fn.tenantId, fn.name), message)
+      log(laneOf(fn.tenantId, fn.name), version.version, 'error', message)
+      logger.error({ tenant: fn.tenantId, function: fn.name, version: version.version }, message)
+    }
+  }
+
+  /** Compiles a stored version into the tenant's sandbox, then runs `store`; undoes the compile if that throws. */
+  const swapIn = async <T>(
+    tenantId: string,
+    name: string,
+    version: FunctionVersion,
+    store: () => T,
+  ): Promise<T> => {
+    const key = await compile(tenantId, name, version.source, version.spec)
+    let stored: T
+    try {
+      stored = store()
+    } catch (error) {
+      retire(tenantId, key)
+      throw error
+    }
+    activate(tenantId, name, version.version, key, version.spec)
+    return stored
+  }
+
+  const limitError = (field: string, message: string) =>
+    new GatewayError(GATEWAY_ERROR_CODES.invalidInput, message, { field })
+
+  const specOf = (tenantId: string, request: DeployRequest, quotas: Quotas): FunctionSpec => {
+    const memoryMb = request.limits?.memoryMb ?? Math.min(config.defaultMemoryMb, quotas.maxFunctionMemoryMb)
+    const timeoutMs =
+      request.limits?.timeoutMs ?? Math.min(config.defaultTimeoutMs, quotas.maxFunctionTimeoutMs)
+    if (memoryMb > quotas.maxFunctionMemoryMb) {
+      throw limitError(
+        'limits.memoryMb',
+        `Cannot deploy with limits.memoryMb ${memoryMb} as tenant ${quote(tenantId)} allows at most ${quotas.maxFunctionMemoryMb} (quota maxFunctionMemoryMb)`,
+      )
+    }
+    if (memoryMb > config.tenantMemoryMb - 16) {
+      throw limitError(
+        'limits.memoryMb',
+        `Cannot deploy with limits.memoryMb ${memoryMb} as a tenant's sandbox holds ${config.tenantMemoryMb} MiB (functions.tenantMemoryMb), of which QuickJS itself takes 16`,
+      )
+    }
+    if (timeoutMs > quotas.maxFunctionTimeoutMs) {
+      throw limitError(
+        'limits.timeoutMs',
+        `Cannot deploy with limits.timeoutMs ${timeoutMs} as tenant ${quote(tenantId)} allows at most ${quotas.maxFunctionTimeoutMs} (quota maxFunctionTimeoutMs)`,
+      )
+    }
+    return {
+      triggers: request.triggers,
+      output: request.output ?? null,
+      limits: { memoryMb, timeoutMs },
+      config: request.config ?? {},
+    }
+  }
+
+  const checkFunctionCount = (tenantId: string, name: string, quotas: Quotas): void => {
+    if (functionStore.get(tenantId, name) !== undefined) return
+    if (functionStore.list(tenantId).length < quotas.maxFunctions) return
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.limitReached,
+      `Cannot deploy function ${quote(name)} as tenant ${quote(tenantId)} has ${quotas.maxFunctions} functions (quota maxFunctions)`,
+    )
+  }
+
+  const functions: Functions = {
+    async start() {
+      for (const fn of functionStore.listAll()) if (fn.enabled) await load(fn)
+    },
+
+    deploy: (tenantId, request) =>
+      exclusive(tenantId, request.name, async () => {
+        const quotas = requireTenant(tenantId)
+        checkFunctionCount(tenantId, request.name, quotas)
+        const spec = specOf(tenantId, request, quotas)
+        // Validation: the source compiles (and its top-level code runs) in the scratch sandbox, so
+        // a source that fails there changes nothing, not even the running copies' sandbox.
+        await withScratch(tenantId, async (sandboxId) => {
+          const key = await compile(sandboxId, request.name, request.source, spec)
+          await pool.remove(sandboxId, key).catch(() => {})
+        })
+        const existing = functionStore.get(tenantId, request.name)
+        const enabled = request.enabled ?? existing?.enabled ?? true
+        const key = enabled ? await compile(tenantId, request.name, request.source, spec) : undefined
+        let stored: ReturnType<FunctionStore['deploy']>
+        try {
+          // Checked again now: other functions of the tenant may have been deployed meanwhile.
+          checkFunctionCount(tenantId, request.name, requireTenant(tenantId))
+          stored = functionStore.deploy(
+            tenantId,
+            request.name,
+            request.source,
+            spec,
+            enabled,
+            config.keepVersions,
+          )
+        } catch (error) {
+          if (key !== undefined) retire(tenantId, key)
+          throw error
+        }
+        if (key !== undefined) activate(tenantId, request.name, stored.version.version, key, spec)
+        else deactivate(tenantId, request.name)
+        log(
+          laneOf(tenantId, request.name),
+          stored.version.version,
+          'log',
+          `deployed version ${stored.version.version}`,
+        )
+        return viewOf(stored.fn)
+      }),
+
+    rollback: (tenantId, name, version) =>
+      exclusive(tenantId, name, async () => {
+        requireTenant(tenantId)
+        const fn = requireFunction(tenantId, name)
+        const target = requireVersion(tenantId, name, version)
+        const store = () => functionStore.setCurrent(tenantId, name, version)
+        const updated = fn.enabled ? await swapIn(tenantId, name, target, store) : store()
+        log(laneOf(tenantId, name), version, 'log', `rolled back to version ${version}`)
+        return viewOf(updated)
+      }),
+
+    setEnabled: (tenantId, name, enabled) =>
+      exclusive(tenantId, name, async () => {
+        requireTenant(tenantId)
+        const fn = requireFunction(tenantId, name)
+        const store = () => functionStore.setEnabled(tenantId, name, enabled)
+        let updated: FunctionRecord
+        if (enabled && !active.get(tenantId)?.has(name)) {
+          updated = await swapIn(tenantId, name, requireVersion(tenantId, name, fn.currentVersion), store)
+        } else {
+          if (!enabled) deactivate(tenantId, name)
+          updated = store()
+        }
+        log(laneOf(tenantId, name), fn.currentVersion, 'log', enabled ? 'enabled' : 'disabled')
+        return viewOf(updated)
+      }),
+
+    remove: (tenantId, name) =>
+      exclusive(tenantId, name, async () => {
+        requireTenant(tenantId)
+        requireFunction(tenantId, name)
+        deactivate(tenantId, name)
+        functionStore.delete(tenantId, name)
+        failed.delete(id(tenantId, name))
+        dropLane(tenantId, name)
+      }),
+
+    async removeTenant(tenantId) {
+      for (const name of [...(active.get(tenantId)?.keys() ?? [])]) deactivate(tenantId, name)
+      for (const lane of [...lanes.values()]) if (lane.tenantId === tenantId) dropLane(tenantId, lane.name)
+      for (const at of failed.keys()) if (at.startsWith(`${tenantId}\u0000`)) failed.delete(at)
+      await pool.removeTenant(tenantId)
+    },
+
+    view(tenantId, name) {
+      requireTenant(tenantId)
+      return viewOf(requireFunction(tenantId, name))
+    },
+    list(tenantId) {
+      requireTenant(tenantId)
+      return functionStore.list(tenantId).map(viewOf)
+    },
+    versions(tenantId, name) {
+      requireTenant(tenantId)
+      return functionStore.versions(tenantId, name)
+    },
+
+    async testInvoke(tenantId, name, request) {
+      requireTenant(tenantId)
+      const fn = requireFunction(tenantId, name)
+      const version = requireVersion(tenantId, name, request.version ?? fn.currentVersion)
+      const handlers = handlersOf(version.spec)
+      const handler = request.handler ?? (handlers[0] as HandlerName)
+      if (!handlers.includes(handler)) {
+        throw new GatewayError(
+          GATEWAY_ERROR_CODES.invalidInput,
+          `Cannot run ${handler}() of function ${quote(name)} as version ${version.version} has no trigger that calls it`,
+          { field: 'handler' },
+        )
+      }
+      if ((scratchUsers.get(tenantId) ?? 0) >= MAX_TEST_INVOCATIONS) {
+        throw new GatewayError(
+          GATEWAY_ERROR_CODES.limitReached,
+          `Cannot run a test invocation as tenant ${quote(tenantId)} has ${MAX_TEST_INVOCATIONS} running; try again when they finish`,
+        )
+      }
+      const sample = request.message ?? {}
+      const ts = sample.ts ?? now()
+      const payload =
+        sample.payloadBase64 !== undefined
+          ? decodePayload(Buffer.from(sample.payloadBase64, 'base64'))
+          : (sample.payload ?? null)
+      const args =
+        handler === 'onMessage'
+          ? [
+              {
+                topic: sample.topic ?? firstTopic(version.spec),
+                payload,
+                qos: sample.qos ?? 0,
+                retain: sample.retain ?? false,
+                device: sample.device ?? 'test-device',
+                ts,
+              },
+            ]
+          : []
+      const info = { name, version: version.version, config: version.spec.config, now: ts }
+      // A throwaway copy in the scratch sandbox: neither the running copy's module state nor its
+      // sandbox is touched, whatever the sample makes the function do.
+      return withScratch(tenantId, async (sandboxId): Promise<TestInvocation> => {
+        let key: string
+        try {
+          key = await compile(sandboxId, name, version.source, version.spec)
+        } catch (error) {
+          if (!(error instanceof GatewayError) || error.code !== 'invalid_input') throw error
+          return {
+            ok: false,
+            version: version.version,
+            handler,
+            error: { code: 'invalid_function', message: error.message },
+          }
+        }
+        let result: InvocationResult
+        try {
+          result = await pool.invoke(sandboxId, key, handler, args, info, version.spec.limits.timeoutMs)
+        } catch (error) {
+          if (!(error instanceof SandboxError)) throw error
+          return {
+            ok: false,
+            version: version.version,
+            handler,
+            error: { code: error.code, message: clean(error.message, key, name) },
+          }
+        }
+        const text = (value: unknown) => encodePayload(value).toString('utf8')
+        return {
+          ok: true,
+          version: version.version,
+          handler,
+          value:
+            result.value instanceof Uint8Array
+              ? { base64: Buffer.from(result.value).toString('base64') }
+              : result.value,
+          output:
+            version.spec.output !== null && result.value !== undefined
+              ? { topic: version.spec.output, payload: text(result.value) }
+              : null,
+          publishes: result.publishes.map((publish) => ({
+            topic: publish.topic,
+            payload: text(publish.value),
+            qos: publish.qos,
+            retain: publish.retain,
+          })),
+          emits: result.emits.map((emit) => ({ stream: emit.stream, record: emit.record })),
+          logs: result.logs,
+          durationMs: result.durationMs,
+          memoryBytes: result.memoryBytes,
+        }
+      })
+    },
+
+    logs(tenantId, name) {
+      requireTenant(tenantId)
+      requireFunction(tenantId, name)
+      return [...(lanes.get(id(tenantId, name))?.logs ?? [])]
+    },
+    followLogs(tenantId, name, listener) {
+      requireTenant(tenantId)
+      requireFunction(tenantId, name)
+      const lane = laneOf(tenantId, name)
+      lane.listeners.add(listener)
+      return () => lane.listeners.delete(listener)
+    },
+
+    handleMessage: (message) => dispatch(message, 0),
+
+    idle() {
+      if (busyLanes === 0) return Promise.resolve()
+      return new Promise((resolve) => idleWaiters.push(resolve))
+    },
+
+    async close() {
+      if (closed) return
+      closed = true
+      for (const functionsOfTenant of active.values()) {
+        for (const entry of functionsOfTenant.values()) for (const timer of entry.timers) timer.stop()
+      }
+      await functions.idle()
+      if (pendingLetters.length > 0) flushLetters()
+    },
+    [Symbol.asyncDispose]: () => functions.close(),
+  }
+  return functions
+}
+
+/** A topic for a sample message: the first trigger filter with its wildcards filled in. */
+function firstTopic(spec: FunctionSpec): string {
+  const filter = spec.triggers.find((trigger) => 'topic' in trigger)
+  if (filter === undefined || !('topic' in filter)) return 'test'
+  return filter.topic
+    .split('/')
+    .map((level) => (level === '+' || level === '#' ? 'test' : level))
+    .join('/')
+}
