@@ -206,6 +206,26 @@ async function tenantsFigures() {
   }
 }
 
+/**
+ * Cold start of a new tenant through the pool, as the gateway sees it: `compile()` of its first
+ * function, timed from the call to the answer. The worker keeps one QuickJS instance ready for the
+ * next new tenant and makes another in idle time; `gapMs` between tenants lets it (tenants of a
+ * gateway arrive by deploys, not back to back), and `gapMs` 0 shows the cost without it.
+ */
+async function poolColdStart(gapMs: number): Promise<{ p50: number; p99: number }> {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 64 * MB })
+  await pool.compile('warm', 'f', TRIVIAL, ['onMessage']) // the worker's own start is not a tenant's
+  const times = new Float64Array(TENANTS)
+  for (let i = 0; i < TENANTS; i++) {
+    if (gapMs > 0) await sleep(gapMs)
+    const started = performance.now()
+    await pool.compile(`t${i}`, 'f', TRIVIAL, ['onMessage'])
+    times[i] = performance.now() - started
+  }
+  const [p50, p99] = percentiles(times, TENANTS, [0.5, 0.99])
+  return { p50: p50 as number, p99: p99 as number }
+}
+
 /** A gateway child started with the CLI on a temp data dir, every port 0. */
 async function startGatewayChild(dataDir: string) {
   const child: ChildProcess = spawn(
@@ -360,6 +380,9 @@ async function main() {
   log('tenants: cold start and idle memory')
   const tenants = await tenantsFigures()
   log(JSON.stringify(tenants))
+  const poolSpaced = await poolColdStart(50)
+  const poolBackToBack = await poolColdStart(0)
+  log(JSON.stringify({ poolSpaced, poolBackToBack }))
   log('latency through a gateway child')
   const latency = await latencyFigures()
   log(JSON.stringify(latency))
@@ -388,6 +411,8 @@ async function main() {
     throughput,
     rows,
     tenants,
+    poolSpaced,
+    poolBackToBack,
     latency,
   }
   const dir = resolve(flags['results-dir'] as string)
@@ -408,7 +433,16 @@ async function main() {
     )
   }
   out('')
-  out(`| per tenant (${TENANTS} tenants, one function each) | QuickJS sandbox | Node vm context |`)
+  out(`| new tenant through the pool (${TENANTS} tenants, one function each) | p50 | p99 |`)
+  out('|---|---|---|')
+  out(
+    `| 50 ms apart (the worker's ready instance refilled) | ${poolSpaced.p50.toFixed(2)} ms | ${poolSpaced.p99.toFixed(2)} ms |`,
+  )
+  out(`| back to back | ${poolBackToBack.p50.toFixed(2)} ms | ${poolBackToBack.p99.toFixed(2)} ms |`)
+  out('')
+  out(
+    `| per tenant (${TENANTS} tenants, one function each, on one thread) | QuickJS sandbox | Node vm context |`,
+  )
   out('|---|---|---|')
   out(
     `| cold start p50 | ${tenants.coldStartP50Ms.toFixed(2)} ms | ${tenants.vmColdStartP50Ms.toFixed(2)} ms |`,
