@@ -425,11 +425,13 @@ async function main() {
     `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, Node ${machine.node}`,
   )
   out('')
-  out('| handler | sandbox invocations/s (1 worker) | host JS calls/s | sandbox / host (median of rounds) |')
-  out('|---|---|---|---|')
+  out(
+    '| handler | sandbox calls/s (1 worker) | host JS calls/s | host JS with JSON in and out, calls/s | sandbox / host | sandbox / host with JSON |',
+  )
+  out('|---|---|---|---|---|---|')
   for (const row of rows) {
     out(
-      `| ${row.handler} | ${row.sandboxPerSec.toFixed(0)} | ${row.hostPerSec.toFixed(0)} | ${row.ratio.toFixed(4)} |`,
+      `| ${row.handler} | ${row.sandboxPerSec.toFixed(0)} | ${row.hostPerSec.toFixed(0)} | ${row.hostJsonPerSec.toFixed(0)} | ${row.ratio.toFixed(4)} | ${row.ratioJson.toFixed(3)} |`,
     )
   }
   out('')
