@@ -90,6 +90,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const pool: WorkerPool = createWorkerPool({
       size: config.functions.workers ?? Math.max(1, cpus().length - 1),
       memoryLimitBytes: config.functions.tenantMemoryMb * 1024 * 1024,
+      onWorkerError: (error) => logger.error({ err: error }, 'a sandbox worker crashed'),
     })
     opened.push(() => pool.close())
     const functionStore = createFunctionStore(store.db, { deadLetterLimit: config.functions.deadLetterLimit })

@@ -68,6 +68,11 @@ export interface WorkerPoolOptions {
    * and the watchdog use real time, which the workers share.
    */
   clock?: { now(): number }
+  /**
+   * Told why a worker crashed or could not start, for the operator's log. Tenants only ever see
+   * a generic `broken`: the error may name host paths.
+   */
+  onWorkerError?: (error: Error) => void
 }
 
 /** Where a tenant runs: the index of its worker (isolation workers come after the shared ones). */
@@ -155,10 +160,17 @@ export interface WorkerPool {
 const WORKER_URL = new URL('./worker-main.ts', import.meta.url)
 const WORKER_BOOTSTRAP = `
 const { workerData } = require('node:worker_threads')
-import('tsx/esm/api')
+import(workerData.tsx)
   .then((tsx) => tsx.register())
   .then(() => import(workerData.main))
 `
+/**
+ * tsx's API, resolved here: an eval'd worker resolves bare specifiers from the process's working
+ * directory, which is anywhere when the gateway runs as a service.
+ */
+const TSX_API_URL = import.meta.resolve('tsx/esm/api')
+/** Workers of a slot that die before they are ready, in a row, after which it starts one only for work. */
+const MAX_START_FAILURES = 3
 /** Native stack of a worker: QuickJS's 256 KiB limit needs 64 times that (see TenantSandboxOptions). */
 const WORKER_STACK_MB = 16
 /** Messages a worker may hold: one running, one waiting, so it never idles between them. */
@@ -234,6 +246,8 @@ interface Slot {
   isolation: boolean
   /** Started when the slot is first sent work: a gateway whose tenants deploy nothing runs no worker. */
   worker: Worker | null
+  /** Workers that died before they were ready, in a row (a broken install, not a tenant's doing). */
+  startFailures: number
   /** The progress record the next worker started in this slot writes to. */
   progressBuffer: SharedArrayBuffer
   progress: ProgressViews
@@ -282,6 +296,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   const startWorker = (slotOf: () => Slot, buffer: SharedArrayBuffer): Worker => {
     const data: WorkerStartData = {
       main: WORKER_URL.href,
+      tsx: TSX_API_URL,
       memoryLimitBytes: options.memoryLimitBytes,
       compileDeadlineMs,
       progress: buffer,
@@ -293,11 +308,26 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       workerData: data,
       resourceLimits: { stackSizeMb: WORKER_STACK_MB },
     })
+    let ready = false
+    let ended = false
+    const end = (why: string): void => {
+      if (ended) return
+      ended = true
+      if (!ready && slotOf().worker === worker) slotOf().startFailures++
+      onLost(slotOf(), worker, why)
+    }
     worker.on('message', (reply: WorkerReply | { ready: true }) => {
-      if (slotOf().worker === worker && !('ready' in reply)) onReply(slotOf(), reply)
+      if (slotOf().worker !== worker) return
+      if ('ready' in reply) {
+        ready = true
+        slotOf().startFailures = 0
+      } else onReply(slotOf(), reply)
     })
-    worker.on('error', () => onLost(slotOf(), worker, 'The sandbox worker crashed'))
-    worker.on('exit', () => onLost(slotOf(), worker, 'The sandbox worker exited'))
+    worker.on('error', (error) => {
+      options.onWorkerError?.(error)
+      end('The sandbox worker crashed')
+    })
+    worker.on('exit', () => end('The sandbox worker exited'))
     return worker
   }
 
@@ -307,6 +337,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       id,
       isolation,
       worker: null,
+      startFailures: 0,
       progressBuffer: buffer,
       progress: progressViews(buffer),
       inFlight: new Map(),
@@ -840,7 +871,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const buffer = createProgressBuffer()
     slot.progressBuffer = buffer
     slot.progress = progressViews(buffer)
-    slot.worker = startWorker(() => slot, buffer)
+    // A worker that keeps dying before it is ready is not restarted in a loop: the next one starts
+    // when work comes (which then fails the same way, with a clear error, until the cause is fixed).
+    slot.worker = slot.startFailures >= MAX_START_FAILURES ? null : startWorker(() => slot, buffer)
     slot.hosted.clear()
     slot.housekeeping = []
     void old?.terminate()

@@ -5,6 +5,8 @@ import type { HandlerName, InvocationCall, InvocationResult } from './tenant-san
 export interface WorkerStartData {
   /** URL of worker-main.ts. */
   main: string
+  /** URL of tsx's API, which the worker registers before it loads `main`. */
+  tsx: string
   memoryLimitBytes: number
   compileDeadlineMs: number
   /** The worker's progress record (see writeProgress). */

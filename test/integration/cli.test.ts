@@ -1,7 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { rmSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
 import { afterEach, describe, expect, test } from 'vitest'
@@ -35,7 +35,12 @@ async function startCliGateway(dataDir: string, extra: string[] = []) {
       '0',
       ...extra,
     ],
-    { env: { ...process.env, TAUREAU_LOG_LEVEL: 'silent' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    // Run from the data dir, as a service does: nothing may depend on the working directory.
+    {
+      cwd: dirname(dataDir),
+      env: { ...process.env, TAUREAU_LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   )
   children.push(child)
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
