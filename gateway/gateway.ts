@@ -93,6 +93,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       onWorkerError: (error) => logger.error({ err: error }, 'a sandbox worker crashed'),
     })
     opened.push(() => pool.close())
+    metrics.observeSandbox(() => ({
+      workers: pool.workers,
+      restarts: pool.restarts,
+      isolations: pool.isolations,
+    }))
     const functionStore = createFunctionStore(store.db, { deadLetterLimit: config.functions.deadLetterLimit })
     const broker = await createBroker({ store, persistence, hasher, metrics, logger, config })
     const quotasOf = (tenantId: string): Quotas | undefined => {

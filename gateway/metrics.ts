@@ -46,6 +46,15 @@ export interface Metrics {
   functionInvocation(tenantId: string, name: string, outcome: string, durationMs?: number): void
   /** Forgets a deleted function's series. */
   removeFunction(tenantId: string, name: string): void
+  /** Where the sandbox pool's figures are read at scrape time. */
+  observeSandbox(read: () => SandboxFigures): void
+}
+
+/** The sandbox pool's figures, read at scrape time. */
+export interface SandboxFigures {
+  workers: number
+  restarts: number
+  isolations: number
 }
 
 const DROP_REASONS: readonly DropReason[] = [
@@ -147,6 +156,37 @@ export function createMetrics(): Metrics {
     registers: [registry],
   })
   const outcomesSeen = new Map<string, Set<string>>()
+  let sandbox: (() => SandboxFigures) | undefined
+  const sandboxFigure = (
+    name: string,
+    help: string,
+    kind: 'counter' | 'gauge',
+    read: (f: SandboxFigures) => number,
+  ) => {
+    const Metric = kind === 'counter' ? Counter : Gauge
+    new Metric({
+      name,
+      help,
+      registers: [registry],
+      collect(this: Counter | Gauge) {
+        this.reset()
+        if (sandbox !== undefined) this.inc(read(sandbox()))
+      },
+    })
+  }
+  sandboxFigure('taureau_sandbox_workers', 'Sandbox worker threads running', 'gauge', (f) => f.workers)
+  sandboxFigure(
+    'taureau_sandbox_worker_restarts_total',
+    'Sandbox workers replaced after a crash or a watchdog kill',
+    'counter',
+    (f) => f.restarts,
+  )
+  sandboxFigure(
+    'taureau_sandbox_isolations_total',
+    'Tenants moved to an isolation worker for overrunning a deadline or taking too much CPU',
+    'counter',
+    (f) => f.isolations,
+  )
 
   return {
     registry,
@@ -175,6 +215,9 @@ export function createMetrics(): Metrics {
       }
       seen.add(outcome)
       if (durationMs !== undefined) durations.observe({ tenant: tenantId }, durationMs / 1000)
+    },
+    observeSandbox(read) {
+      sandbox = read
     },
     removeFunction(tenantId, name) {
       const key = `${tenantId}\u0000${name}`

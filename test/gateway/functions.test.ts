@@ -625,6 +625,7 @@ describe('functions', () => {
       'the output after the restart',
     )
     expect(gw.pool.restarts).toBe(restarts + 1)
+    expect(await metricsText(gw)).toMatch(new RegExp(`taureau_sandbox_worker_restarts_total ${restarts + 1}\\b`))
     expect(JSON.parse(site.received.filter(([topic]) => topic === 'out/d')[1]?.[1] as string)).toEqual({
       v: 4,
       version: 1,
