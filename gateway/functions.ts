@@ -862,6 +862,16 @@ export function createFunctions(options: FunctionsOptions): Functions {
     }
   }
 
+  /** A kept version's limits against the tenant's quotas now (they may have been lowered since). */
+  const checkLimits = (tenantId: string, version: FunctionVersion, quotas: Quotas): void => {
+    const { memoryMb, timeoutMs } = version.spec.limits
+    if (memoryMb <= quotas.maxFunctionMemoryMb && timeoutMs <= quotas.maxFunctionTimeoutMs) return
+    throw new GatewayError(
+      GATEWAY_ERROR_CODES.invalidInput,
+      `Cannot run version ${version.version} as its limits (${memoryMb} MiB, ${timeoutMs} ms) exceed tenant ${quote(tenantId)}'s quotas now (maxFunctionMemoryMb ${quotas.maxFunctionMemoryMb}, maxFunctionTimeoutMs ${quotas.maxFunctionTimeoutMs}); deploy it again with lower limits`,
+    )
+  }
+
   const checkFunctionCount = (tenantId: string, name: string, quotas: Quotas): void => {
     if (functionStore.get(tenantId, name) !== undefined) return
     if (functionStore.list(tenantId).length < quotas.maxFunctions) return
@@ -919,9 +929,10 @@ export function createFunctions(options: FunctionsOptions): Functions {
 
     rollback: (tenantId, name, version) =>
       exclusive(tenantId, name, async () => {
-        requireTenant(tenantId)
+        const quotas = requireTenant(tenantId)
         const fn = requireFunction(tenantId, name)
         const target = requireVersion(tenantId, name, version)
+        checkLimits(tenantId, target, quotas)
         const store = () => functionStore.setCurrent(tenantId, name, version)
         const updated = fn.enabled ? await swapIn(tenantId, name, target, store) : store()
         log(laneOf(tenantId, name), version, 'log', `rolled back to version ${version}`)
@@ -930,12 +941,14 @@ export function createFunctions(options: FunctionsOptions): Functions {
 
     setEnabled: (tenantId, name, enabled) =>
       exclusive(tenantId, name, async () => {
-        requireTenant(tenantId)
+        const quotas = requireTenant(tenantId)
         const fn = requireFunction(tenantId, name)
         const store = () => functionStore.setEnabled(tenantId, name, enabled)
         let updated: FunctionRecord
         if (enabled && !active.get(tenantId)?.has(name)) {
-          updated = await swapIn(tenantId, name, requireVersion(tenantId, name, fn.currentVersion), store)
+          const current = requireVersion(tenantId, name, fn.currentVersion)
+          checkLimits(tenantId, current, quotas)
+          updated = await swapIn(tenantId, name, current, store)
         } else {
           if (!enabled) deactivate(tenantId, name)
           updated = store()

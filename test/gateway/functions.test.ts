@@ -173,6 +173,14 @@ describe('functions', () => {
     expect(second.body.message).toMatch(/maxFunctions/)
     // A new version of an existing function is not a new function.
     expect((await deploy(gw, 'acme', { ...base, name: 'f' })).status).toBe(201)
+    // A version whose limits the tenant's quotas no longer allow cannot come back.
+    await gw.api('POST', '/tenants/acme/functions/f/disable')
+    await gw.api('PUT', '/tenants/acme/quotas', { maxFunctionTimeoutMs: 50, maxFunctions: 1 })
+    const enabled = await gw.api('POST', '/tenants/acme/functions/f/enable')
+    expect(enabled.status).toBe(400)
+    expect(enabled.body.message).toMatch(/exceed tenant 'acme'.s quotas now/)
+    expect((await gw.api('POST', '/tenants/acme/functions/f/rollback', { version: 1 })).status).toBe(400)
+    expect(gw.functions.view('acme', 'f').state).toBe('disabled')
   })
 
   test('versions, rollback, disable and enable take effect on the next message', async () => {
@@ -625,7 +633,9 @@ describe('functions', () => {
       'the output after the restart',
     )
     expect(gw.pool.restarts).toBe(restarts + 1)
-    expect(await metricsText(gw)).toMatch(new RegExp(`taureau_sandbox_worker_restarts_total ${restarts + 1}\\b`))
+    expect(await metricsText(gw)).toMatch(
+      new RegExp(`taureau_sandbox_worker_restarts_total ${restarts + 1}\\b`),
+    )
     expect(JSON.parse(site.received.filter(([topic]) => topic === 'out/d')[1]?.[1] as string)).toEqual({
       v: 4,
       version: 1,
