@@ -23,6 +23,10 @@
  * Other choices:
  * - `Date.now()` and `new Date()` give the invocation's time (the message's), so a function has no
  *   clock finer than what the message carries; both are locked so a function cannot swap them.
+ * - `Math.random()` is sfc32 (Doty-Humphrey's Small Fast Counter), seeded with 128 bits the host
+ *   draws from its CSPRNG for every runtime, and locked. QuickJS seeds its own generator with the
+ *   wall clock in microseconds when a context is made, so two of its outputs would tell a function
+ *   the host's time; the original is replaced before the function's code runs, so it is unreachable.
  * - `WeakRef` and `FinalizationRegistry` are removed: they make results depend on when the
  *   garbage collector runs, and finalizers would run as promise jobs, which never run here.
  * - Errors are described as `Name: message`, other thrown values as `a non-Error value: ...`, at
@@ -150,6 +154,27 @@ export const GUEST_BOOTSTRAP = `
   defineProperty(GuestDate, 'UTC', own(HostDate.UTC))
   defineProperty(HostDate.prototype, 'constructor', { __proto__: null, value: GuestDate, writable: true, enumerable: false, configurable: true })
   defineProperty(G, 'Date', locked(GuestDate))
+
+  // Math.random: sfc32 from the host's seed (four 32-bit words), 53 random bits per number.
+  let s0 = limits.seed[0] | 0
+  let s1 = limits.seed[1] | 0
+  let s2 = limits.seed[2] | 0
+  let s3 = limits.seed[3] | 0
+  const next32 = () => {
+    const t = (((s0 + s1) | 0) + s3) | 0
+    s3 = (s3 + 1) | 0
+    s0 = s1 ^ (s1 >>> 9)
+    s1 = (s2 + (s2 << 3)) | 0
+    s2 = (s2 << 21) | (s2 >>> 11)
+    s2 = (s2 + t) | 0
+    return t >>> 0
+  }
+  for (let i = 0; i < 15; i++) next32()
+  const random = function random() {
+    return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992
+  }
+  freeze(random)
+  defineProperty(G.Math, 'random', locked(random))
   delete G.WeakRef
   delete G.FinalizationRegistry
   Object.preventExtensions(Object.prototype)

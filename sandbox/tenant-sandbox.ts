@@ -1,3 +1,4 @@
+import { getRandomValues } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import {
@@ -13,6 +14,7 @@ import { BYTES_MARKER, fromBoundaryJson, toBoundaryJson } from './bytes.ts'
 import { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.ts'
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
 import { GUEST_LIBRARIES } from './guest-libraries.ts'
+import { sharedClockNow } from './shared-clock.ts'
 
 const require = createRequire(import.meta.url)
 const WASM_PAGE_BYTES = 65_536
@@ -45,6 +47,8 @@ export interface SandboxInstance {
 interface PreparedInstance extends SandboxInstance {
   module: QuickJSWASMModule
   memory: WebAssembly.Memory
+  /** Failed attempts to grow `memory` (the tenant's cap), counted by the host, never by the guest. */
+  growth: { failures: number }
   taken: boolean
 }
 
@@ -55,9 +59,24 @@ export async function prepareSandboxInstance(memoryLimitBytes: number): Promise<
     initial: INITIAL_PAGES,
     maximum: Math.floor(memoryLimitBytes / WASM_PAGE_BYTES),
   })
+  // Emscripten's heap grows with memory.grow(), which throws past the maximum and makes malloc
+  // return NULL. Counting those failures here tells the host, without asking the guest, that a call
+  // ran into the tenant's cap: QuickJS's 'out of memory' error is text a guest can forge.
+  const growth = { failures: 0 }
+  const grow = memory.grow.bind(memory)
+  Object.defineProperty(memory, 'grow', {
+    value: (deltaPages: number): number => {
+      try {
+        return grow(deltaPages)
+      } catch (error) {
+        growth.failures++
+        throw error
+      }
+    },
+  })
   const variant = newVariant(RELEASE_SYNC, { wasmModule: await quickJSWasmModule(), wasmMemory: memory })
   const module = await newQuickJSWASMModuleFromVariant(variant)
-  const prepared: PreparedInstance = { memoryLimitBytes, module, memory, taken: false }
+  const prepared: PreparedInstance = { memoryLimitBytes, module, memory, growth, taken: false }
   return prepared
 }
 
@@ -153,8 +172,14 @@ export type CallOutcome =
 
 /** Hooks of {@link TenantSandbox.invokeBatch}, for a scheduler that watches or cuts a batch. */
 export interface BatchControl {
-  /** Called before call `index` starts; `deadlineAt` is its deadline in `Date.now()` time. */
+  /** Called before call `index` starts; `deadlineAt` is its deadline in {@link sharedClockNow} time. */
   onCallStart?(index: number, deadlineAt: number): void
+  /**
+   * Called before call `index` when its function must first get a fresh runtime (its last call
+   * left promise jobs pending), with the compile deadline that rebuild runs under. The rebuild's
+   * time is part of the call's `spentMs`: the tenant pays for it.
+   */
+  onReload?(index: number, deadlineAt: number): void
   /** Called after call `index`, with the host time it took; returning true ends the batch there. */
   onCallEnd?(index: number, outcome: CallOutcome, spentMs: number): boolean | undefined
 }
@@ -221,6 +246,8 @@ interface FunctionRuntime {
   handlerNames: Map<string, QuickJSHandle>
   /** What `ctx` currently tells, to call `setInfo` only when it changes. */
   info: { name: string; version: number; config: unknown; configJson: string } | undefined
+  /** Set when a call left promise jobs pending: the runtime is rebuilt before the next call. */
+  stale: boolean
 }
 
 interface GuestError {
@@ -242,7 +269,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
     )
   }
   instance.taken = true
-  const { module, memory } = instance
+  const { module, memory, growth } = instance
   const tenantId = options.tenantId
   const capBytes = options.memoryLimitBytes
   const stackBytes = options.stackBytes ?? 256 * 1024
@@ -250,7 +277,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
   const maxEffects = options.maxEffects ?? 100
   const maxLogLines = options.maxLogLines ?? 100
   const compileDeadlineMs = options.compileDeadlineMs ?? 1000
-  const limitsJson = JSON.stringify({ tenant: tenantId, maxEffects, maxLogs: maxLogLines })
+  const limits = { tenant: tenantId, maxEffects, maxLogs: maxLogLines }
   const functions = new Map<string, FunctionRuntime>()
   let broken = false
   let disposed = false
@@ -265,8 +292,13 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       memoryExceeded = true
       return true
     }
-    return Date.now() > deadlineAt
+    return sharedClockNow() > deadlineAt
   }
+  // Grow failures seen when the running call or compile started: more now means it hit the cap.
+  let growFailuresAtStart = 0
+  /** Whether the host saw the running code run out of memory: never decided from guest text. */
+  const memoryHit = (): boolean =>
+    memoryExceeded || memory.buffer.byteLength > memoryCeiling || growth.failures !== growFailuresAtStart
   // Set when a function imports something other than a guest library, for a clearer message.
   let refusedImport: string | undefined
   const loadModule = (name: string) => {
@@ -353,18 +385,21 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       )
     const partial: Partial<FunctionRuntime> & { handles: QuickJSHandle[] } = { handles: [] }
     memoryExceeded = false
+    growFailuresAtStart = growth.failures
     refusedImport = undefined
     try {
       const runtime = module.newRuntime()
       partial.runtime = runtime
-      // QuickJS checks each allocation's size against this limit (see compile()).
-      runtime.setMemoryLimit(memoryBytes ?? capBytes - INITIAL_PAGES * WASM_PAGE_BYTES)
+      // QuickJS checks each allocation's size against this limit (see compile()). Without a
+      // function limit there is none: a request past the tenant's cap then fails in memory.grow(),
+      // where the host sees it (see prepareSandboxInstance).
+      runtime.setMemoryLimit(memoryBytes ?? -1)
       runtime.setMaxStackSize(stackBytes)
       runtime.setModuleLoader(loadModule)
       runtime.setInterruptHandler(interrupt)
       const context = runtime.newContext()
       partial.context = context
-      deadlineAt = Date.now() + compileDeadlineMs
+      deadlineAt = sharedClockNow() + compileDeadlineMs
       memoryCeiling =
         memoryBytes === undefined ? Number.POSITIVE_INFINITY : memory.buffer.byteLength + memoryBytes
       const keep = (handle: QuickJSHandle): QuickJSHandle => {
@@ -376,12 +411,14 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         if (!result.error) return keep(result.value)
         const error = dumpError(context, result.error)
         result.error.dispose()
-        if (isMemoryError(error)) throw memoryFailure()
+        if (memoryHit()) throw memoryFailure()
         throw new Error(`Cannot boot a function's context: ${describeError(error)}`)
       }
       const factory = booted(context.evalCode(GUEST_BOOTSTRAP, 'taureau:bootstrap'))
-      const limits = keep(context.newString(limitsJson))
-      const api = booted(context.callFunction(factory, context.undefined, limits))
+      // Math.random's seed: 128 bits of host randomness per runtime (see GUEST_BOOTSTRAP).
+      const seed = Array.from(getRandomValues(new Uint32Array(4)))
+      const setup = keep(context.newString(JSON.stringify({ ...limits, seed })))
+      const api = booted(context.callFunction(factory, context.undefined, setup))
       const setModule = keep(context.getProp(api, 'setModule'))
       partial.setInfo = keep(context.getProp(api, 'setInfo'))
       partial.run = keep(context.getProp(api, 'run'))
@@ -390,7 +427,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       if (evaluated.error) {
         const error = dumpError(context, evaluated.error)
         evaluated.error.dispose()
-        if (memoryExceeded || isMemoryError(error)) throw memoryFailure()
+        if (memoryHit()) throw memoryFailure()
         if (isInterrupted(error))
           throw refuse(`its top level ran past the ${compileDeadlineMs} ms compile deadline`)
         if (refusedImport !== undefined) {
@@ -420,7 +457,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         keep(context.newString(JSON.stringify(handlers))),
       ])
       if ('error' in checked) {
-        if (memoryExceeded || isMemoryError(checked.error)) throw memoryFailure()
+        if (memoryHit()) throw memoryFailure()
         if (isInterrupted(checked.error)) {
           throw refuse(`its exports ran past the ${compileDeadlineMs} ms compile deadline`)
         }
@@ -432,7 +469,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
           'its top level leaves promise callbacks pending: handlers are synchronous, so promise callbacks never run',
         )
       }
-      if (memoryExceeded || memory.buffer.byteLength > memoryCeiling) throw memoryFailure()
+      if (memoryHit()) throw memoryFailure()
       // Only the handles the invocations need stay alive.
       namespace.dispose()
       setModule.dispose()
@@ -448,6 +485,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         run: partial.run,
         handlerNames: new Map(),
         info: undefined,
+        stale: false,
       }
     } catch (error) {
       // A memory failure leaves the instance untrusted: it is dropped, not asked to clean up.
@@ -498,6 +536,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       )
     }
     memoryExceeded = false
+    growFailuresAtStart = growth.failures
     memoryCeiling =
       fn.memoryBytes === undefined ? Number.POSITIVE_INFINITY : memory.buffer.byteLength + fn.memoryBytes
     deadlineAt = callDeadlineAt
@@ -507,11 +546,11 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
     } finally {
       deadlineAt = Number.POSITIVE_INFINITY
     }
-    const grewPastLimit = memoryExceeded || memory.buffer.byteLength > memoryCeiling
+    const grewPastLimit = memoryHit()
     memoryCeiling = Number.POSITIVE_INFINITY
     const durationMs = performance.now() - started
     // Promise jobs never run (handlers are synchronous) and a runtime cannot drop its job queue,
-    // so a function that leaves jobs behind gets a fresh runtime.
+    // so a function that leaves jobs behind gets a fresh runtime, before its next call.
     const jobsLeft = fn.runtime.hasPendingJob()
 
     let outcome: CallOutcome
@@ -528,12 +567,6 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
           SANDBOX_ERROR_CODES.deadline,
           `Function '${key}' ran past its ${deadlineMs} ms deadline`,
         )
-      } else if (isMemoryError(error)) {
-        broken = true
-        outcome = outcomeOf(
-          SANDBOX_ERROR_CODES.memory,
-          `Function '${key}' ran out of memory (${limitText(fn)})`,
-        )
       } else {
         outcome = outcomeOf(
           SANDBOX_ERROR_CODES.handlerThrew,
@@ -544,11 +577,13 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       outcome = readOutcome(fn, reply.text, durationMs)
     }
     if (jobsLeft && !broken) {
-      reload(fn)
+      // Rebuilt before the next call, under the compile deadline and not this call's (its top
+      // level may take far longer than a call may), and with that call's time: see invokeBatch.
+      fn.stale = true
       if (outcome.ok) {
         outcome = outcomeOf(
           SANDBOX_ERROR_CODES.handlerThrew,
-          `Function '${key}' left promise callbacks pending: handlers are synchronous, so promise callbacks never run (its runtime was reset)`,
+          `Function '${key}' left promise callbacks pending: handlers are synchronous, so promise callbacks never run (its runtime is reset)`,
         )
       }
     }
@@ -635,23 +670,10 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
     if (parsed.ok !== true) {
       const error = typeof parsed.error === 'string' ? clip(parsed.error) : 'an unknown error'
       switch (parsed.kind) {
-        case 'threw': {
-          // QuickJS throws null when it cannot even allocate the error; near the cap it is taken
-          // as exhaustion (a tenant throwing null on purpose only costs itself a rebuild).
-          const nearCap = memory.buffer.byteLength >= 0.75 * capBytes
-          if (
-            /^InternalError: out of memory/.test(error) ||
-            (error === 'a non-Error value: null' && nearCap)
-          ) {
-            // The guest caught its own out-of-memory error; the heap is not trusted after it.
-            broken = true
-            return outcomeOf(
-              SANDBOX_ERROR_CODES.memory,
-              `Function '${key}' ran out of memory (${limitText(fn)})`,
-            )
-          }
+        case 'threw':
+          // An 'out of memory' error here is only text: the guest can throw one of its own. A real
+          // exhaustion was seen by the host first (memoryHit() in runCall).
           return outcomeOf(SANDBOX_ERROR_CODES.handlerThrew, `Function '${key}' threw ${error}`)
-        }
         case 'refused':
           return outcomeOf(SANDBOX_ERROR_CODES.badOutput, `Function '${key}' ${error}`)
         case 'missing':
@@ -699,15 +721,17 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
   }
 
   /** Replaces a function's runtime with a fresh one from the same source. */
-  const reload = (fn: FunctionRuntime): void => {
+  const reload = (fn: FunctionRuntime): FunctionRuntime => {
     disposeFunction(fn)
     functions.delete(fn.key)
     try {
-      functions.set(fn.key, buildFunction(fn.key, fn.source, fn.handlers, fn.memoryBytes))
+      const fresh = buildFunction(fn.key, fn.source, fn.handlers, fn.memoryBytes)
+      functions.set(fn.key, fresh)
+      return fresh
     } catch (error) {
       // It compiled before, so only a broken instance stops it compiling again.
       broken = true
-      fail(
+      return fail(
         SANDBOX_ERROR_CODES.broken,
         `The sandbox of tenant '${tenantId}' failed and must be rebuilt`,
         error,
@@ -764,12 +788,16 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         const outcomes: CallOutcome[] = []
         for (let index = 0; index < calls.length; index++) {
           const started = performance.now()
-          const callDeadlineAt = Date.now() + deadlineMs
-          control?.onCallStart?.(index, callDeadlineAt)
-          // Looked up per call: a reload after left-over promise jobs replaces the runtime.
-          const fn = functions.get(key)
           let outcome: CallOutcome
           try {
+            // Looked up per call: a reload after left-over promise jobs replaces the runtime.
+            let fn = functions.get(key)
+            if (fn?.stale === true) {
+              control?.onReload?.(index, sharedClockNow() + compileDeadlineMs)
+              fn = reload(fn)
+            }
+            const callDeadlineAt = sharedClockNow() + deadlineMs
+            control?.onCallStart?.(index, callDeadlineAt)
             outcome =
               fn === undefined
                 ? outcomeOf(
@@ -823,11 +851,6 @@ function dumpError(context: QuickJSContext, handle: QuickJSHandle): GuestError |
 
 function isInterrupted(error: GuestError | null): boolean {
   return error?.name === 'InternalError' && error.message === 'interrupted'
-}
-
-/** Out of memory: QuickJS throws null when it cannot even allocate the error object. */
-function isMemoryError(error: GuestError | null): boolean {
-  return error === null || error.message === 'out of memory'
 }
 
 function describeError(error: GuestError | null): string {

@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
+import { sharedClockNow } from './shared-clock.ts'
 import {
   type CallOutcome,
   createTenantSandbox,
@@ -39,6 +40,15 @@ const sources = new Map<
  * are handed back too: they come after the ones handed back, and the pool sends those again first.
  */
 const suspended = new Map<string, number>()
+/**
+ * A tenant's sandbox is rebuilt (all its functions compiled again) at most once in this time: within
+ * it, work for a sandbox that broke again fails fast with `broken`. A rebuild runs the tenant's top
+ * levels, hundreds of ms for a heavy one, on a worker other tenants share; the tenant pays for it
+ * (it is part of its calls' time), and this bounds how often it can make its neighbours wait.
+ */
+const REBUILD_BACKOFF_MS = 1000
+/** When each tenant's sandbox was last rebuilt after it broke, in `performance.now()` time. */
+const rebuiltAt = new Map<string, number>()
 // One module instance kept ready, so a tenant's cold start does not wait for instantiation. It is
 // made again once the worker has been idle for REFILL_IDLE_MS: instantiation takes a few ms of this
 // thread, and made at once it would hold up the calls that follow a cold start.
@@ -74,6 +84,14 @@ async function sandboxOf(tenantId: string, messageId: number, unit: number): Pro
   const current = sandboxes.get(tenantId)
   if (current !== undefined && !current.broken) return current
   if (current !== undefined) {
+    const last = rebuiltAt.get(tenantId)
+    if (last !== undefined && performance.now() - last < REBUILD_BACKOFF_MS) {
+      throw new SandboxError(
+        SANDBOX_ERROR_CODES.broken,
+        `Cannot run the functions of tenant '${tenantId}' as its sandbox broke again within ${REBUILD_BACKOFF_MS} ms of being rebuilt: it is rebuilt once that time has passed`,
+      )
+    }
+    rebuiltAt.set(tenantId, performance.now())
     sandboxes.delete(tenantId)
     current.dispose()
   }
@@ -85,7 +103,7 @@ async function sandboxOf(tenantId: string, messageId: number, unit: number): Pro
   })
   sandboxes.set(tenantId, fresh)
   for (const [key, entry] of sources.get(tenantId) ?? []) {
-    writeProgress(progress, messageId, unit, Date.now() + start.compileDeadlineMs)
+    writeProgress(progress, messageId, unit, sharedClockNow() + start.compileDeadlineMs)
     try {
       fresh.compile(key, entry.source, entry.handlers, memoryOption(entry.memoryBytes))
     } catch {
@@ -153,16 +171,25 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
         const base = unit + done
         let stop = false
         let outcomes: CallOutcome[]
+        // A rebuild of the tenant's sandbox is charged to the tenant, with its next unit's time.
+        const setupStarted = performance.now()
+        let setupMs = 0
         try {
           const sandbox = await sandboxOf(job.tenantId, request.id, base)
+          setupMs = performance.now() - setupStarted
           outcomes = sandbox.invokeBatch(job.key, job.handler, job.calls.slice(done), job.deadlineMs, {
             onCallStart: (index, deadlineAt) => writeProgress(progress, request.id, base + index, deadlineAt),
+            onReload: (index, deadlineAt) => writeProgress(progress, request.id, base + index, deadlineAt),
             onCallEnd: (_index, outcome, spent) => {
               results.push(unitOf(outcome))
-              spentMs.push(spent)
+              spentMs.push(spent + setupMs)
+              setupMs = 0
               ranUnits++
               writeProgress(progress, request.id, results.length, Number.POSITIVE_INFINITY)
-              if (outcome.ok === false && outcome.code === SANDBOX_ERROR_CODES.deadline) {
+              if (
+                outcome.ok === false &&
+                (outcome.code === SANDBOX_ERROR_CODES.deadline || outcome.code === SANDBOX_ERROR_CODES.memory)
+              ) {
                 // The pool decides where this tenant runs next (see skip); until then its work waits.
                 suspended.set(job.tenantId, request.id)
                 stop = true
@@ -176,9 +203,11 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
         } catch (error) {
           // No sandbox for the tenant (or misuse): the calls left fail with the reason.
           const result = failure(error)
+          setupMs = performance.now() - setupStarted
           for (; done < job.calls.length; done++) {
             results.push(result)
-            spentMs.push(0)
+            spentMs.push(setupMs)
+            setupMs = 0
           }
           break
         }
@@ -208,7 +237,7 @@ async function runJob(job: Exclude<WorkerJob, { kind: 'calls' }>, messageId: num
     switch (job.kind) {
       case 'compile': {
         const sandbox = await sandboxOf(job.tenantId, messageId, unit)
-        writeProgress(progress, messageId, unit, Date.now() + start.compileDeadlineMs)
+        writeProgress(progress, messageId, unit, sharedClockNow() + start.compileDeadlineMs)
         sandbox.compile(job.key, job.source, job.handlers, memoryOption(job.memoryBytes))
         let functions = sources.get(job.tenantId)
         if (functions === undefined) {
@@ -227,6 +256,7 @@ async function runJob(job: Exclude<WorkerJob, { kind: 'calls' }>, messageId: num
       case 'dropTenant': {
         sources.delete(job.tenantId)
         suspended.delete(job.tenantId)
+        rebuiltAt.delete(job.tenantId)
         sandboxes.get(job.tenantId)?.dispose()
         sandboxes.delete(job.tenantId)
         return { ok: true, result: null } satisfies UnitResult

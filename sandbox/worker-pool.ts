@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
+import { sharedClockNow } from './shared-clock.ts'
 import type {
   CallOutcome,
   CompileOptions,
@@ -65,7 +66,7 @@ export interface WorkerPoolOptions {
   isolation?: IsolationOptions
   /**
    * The clock of the isolation policy (CPU shares, quiet periods); injected by tests. Deadlines
-   * and the watchdog use real time, which the workers share.
+   * and the watchdog use the monotonic clock the workers share (`sharedClockNow()`).
    */
   clock?: { now(): number }
   /**
@@ -414,10 +415,22 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   const shareOf = (tenant: Tenant, now: number): number =>
     (tenant.cpuMs * 2 ** (-(now - tenant.cpuAt) / CPU_HALF_LIFE_MS) * Math.LN2) / CPU_HALF_LIFE_MS
 
-  const account = (tenant: Tenant, spentMs: number, now: number): void => {
+  /** Adds worker time spent for the tenant (calls, compiles, rebuilds) to its CPU account. */
+  const charge = (tenant: Tenant, spentMs: number, now: number): void => {
     tenant.cpuMs = tenant.cpuMs * 2 ** (-(now - tenant.cpuAt) / CPU_HALF_LIFE_MS) + spentMs
     tenant.cpuAt = now
+  }
+
+  const account = (tenant: Tenant, spentMs: number, now: number): void => {
+    charge(tenant, spentMs, now)
     tenant.avgCallMs = 0.8 * tenant.avgCallMs + 0.2 * spentMs
+  }
+
+  /** Moves the tenant to an isolation worker if it takes more than its share while others work. */
+  const checkShare = (tenant: Tenant, now: number): void => {
+    if (tenant.slot.isolation || now - tenant.shareCheckedAt < 100) return
+    tenant.shareCheckedAt = now
+    if (shareOf(tenant, now) > cpuShare && othersActive(tenant, now)) isolate(tenant, now)
   }
 
   const move = (tenant: Tenant, to: Slot): void => {
@@ -694,6 +707,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       if (unit.install === true) {
         // Not run, or failed: the function is compiled again before the tenant's next work here.
         if (result === null || result === undefined || !result.ok) slot.hosted.delete(tenant.id)
+        // Compiling a tenant's functions again on a new worker is the tenant's work too.
+        charge(tenant, reply.spentMs[index] ?? 0, now)
+        checkShare(tenant, now)
         return
       }
       const task = unit.task as Task
@@ -739,16 +755,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     switch (task.kind) {
       case 'call': {
         account(tenant, spentMs, now)
-        if (!result.ok && result.code === SANDBOX_ERROR_CODES.deadline) {
+        // Running out of memory costs the worker a rebuild of the sandbox: it counts as an overrun.
+        if (
+          !result.ok &&
+          (result.code === SANDBOX_ERROR_CODES.deadline || result.code === SANDBOX_ERROR_CODES.memory)
+        ) {
           tenant.overrunAt = now
           isolate(tenant, now)
-        } else if (!tenant.slot.isolation && now - tenant.shareCheckedAt >= 100) {
-          tenant.shareCheckedAt = now
-          if (shareOf(tenant, now) > cpuShare && othersActive(tenant, now)) isolate(tenant, now)
-        }
+        } else checkShare(tenant, now)
         break
       }
       case 'compile':
+        charge(tenant, spentMs, now)
+        checkShare(tenant, now)
         if (result.ok) {
           const { key, source, handlers, memoryBytes } = task
           tenant.deployed.set(key, { key, source, handlers, memoryBytes })
@@ -782,8 +801,13 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     slot.watchdog = undefined
     if (closed || slot.retired || slot.inFlight.size === 0) return
     const at = readProgress(slot.progress)
-    const now = Date.now()
-    if (at.messageId !== 0 && slot.inFlight.has(at.messageId) && Number.isFinite(at.deadlineAt)) {
+    const now = sharedClockNow()
+    if (
+      at !== undefined &&
+      at.messageId !== 0 &&
+      slot.inFlight.has(at.messageId) &&
+      Number.isFinite(at.deadlineAt)
+    ) {
       const killAt = at.deadlineAt + grace
       if (now >= killAt) {
         kill(slot, at)
@@ -1023,7 +1047,10 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         (slot): slot is Slot => slot !== undefined && !slot.retired,
       )
       for (const tenant of tenants.values()) {
-        for (const task of tenant.queue.splice(0)) task.settle(failed(CLOSED))
+        // Tasks a worker handed back wait in `returned` until the tenant's other units are back.
+        for (const task of [...tenant.returned.splice(0), ...tenant.queue.splice(0)]) {
+          task.settle(failed(CLOSED))
+        }
       }
       for (const slot of slots) {
         if (slot.watchdog !== undefined) clearTimeout(slot.watchdog)

@@ -72,7 +72,7 @@ export interface Progress {
   /** The message being worked on, or 0 when idle. */
   messageId: number
   unit: number
-  /** When the unit's deadline passes, in `Date.now()` time; Infinity outside guest code. */
+  /** When the unit's deadline passes, in `sharedClockNow()` time; Infinity outside guest code. */
   deadlineAt: number
 }
 
@@ -126,9 +126,15 @@ export function othersWaiting(views: ProgressViews): boolean {
   return Atomics.load(views.sequence, 1) === 1
 }
 
-/** Reads the progress record written by the worker. */
-export function readProgress(views: ProgressViews): Progress {
-  for (;;) {
+/** Reads of the progress record before readProgress gives up: a write takes a few ns. */
+const MAX_READ_ATTEMPTS = 1000
+
+/**
+ * Reads the progress record written by the worker; `undefined` when no consistent read came in
+ * MAX_READ_ATTEMPTS tries (a worker stopped in the middle of a write), for the caller to try later.
+ */
+export function readProgress(views: ProgressViews): Progress | undefined {
+  for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
     const before = Atomics.load(views.sequence, 0)
     const progress = {
       messageId: views.fields[0] ?? 0,
@@ -137,4 +143,5 @@ export function readProgress(views: ProgressViews): Progress {
     }
     if (before % 2 === 0 && Atomics.load(views.sequence, 0) === before) return progress
   }
+  return undefined
 }

@@ -343,6 +343,67 @@ describe('reaching for the host', () => {
     ])
   })
 
+  test("Math.random is a locked generator seeded by the host: its outputs do not give away the host's clock", async () => {
+    // QuickJS seeds its own xorshift64* generator with gettimeofday() in µs when a context is made;
+    // two outputs give the seed back (the recovery below finds it in 4096 tries).
+    const recover = `const M = 0x2545F4914F6CDD1Dn, MASK = (1n << 64n) - 1n
+      const inv = (a) => { let x = a; for (let i = 0; i < 6; i++) x = (x * (2n - a * x)) & MASK; return x }
+      const MINV = inv(M)
+      const step = (x) => { x ^= x >> 12n; x = (x ^ (x << 25n)) & MASK; x ^= x >> 27n; return x }
+      const unR = (y, s) => { let x = y; for (let i = 0; i < 64; i += s) x = y ^ (x >> BigInt(s)); return x }
+      const unL = (y, s) => { let x = y; for (let i = 0; i < 64; i += s) x = (y ^ (x << BigInt(s))) & MASK; return x }
+      const top = (r) => { const b = new DataView(new ArrayBuffer(8)); b.setFloat64(0, r + 1); return b.getBigUint64(0) & ((1n << 52n) - 1n) }
+      const first = [Math.random(), Math.random()]
+      function seedMs() {
+        const a = top(first[0]), b = top(first[1])
+        for (let lo = 0n; lo < 4096n; lo++) {
+          const x1 = (((a << 12n) | lo) * MINV) & MASK
+          if (((step(x1) * M) & MASK) >> 12n !== b) continue
+          let s = unR(x1, 27); s = unL(s, 25); s = unR(s, 12)
+          return Number(s / 1000n)
+        }
+        return -1
+      }
+      const learnedMs = seedMs()`
+    const body = `const d = Object.getOwnPropertyDescriptor(Math, 'random')
+      let replaced = 'no'
+      try { Math.random = () => 0.5; replaced = 'yes' } catch (e) { replaced = e.name }
+      return { learnedMs, first, writable: d.writable, configurable: d.configurable, replaced }`
+    const before = Date.now()
+    const [one, two] = await Promise.all([run(body, { prelude: recover }), run(body, { prelude: recover })])
+    for (const outcome of [one, two]) {
+      if (!outcome.ok) throw new Error(outcome.message)
+      const value = outcome.result.value as {
+        learnedMs: number
+        writable: boolean
+        configurable: boolean
+        replaced: string
+      }
+      // On QuickJS's own generator this is the time the context was made, within a second of before.
+      expect(Math.abs(value.learnedMs - before)).toBeGreaterThan(24 * 3600_000)
+      expect(value).toMatchObject({ writable: false, configurable: false, replaced: 'TypeError' })
+    }
+    // Two runtimes made in the same few ms draw different sequences.
+    expect(one.ok && one.result.value).not.toEqual(two.ok && two.result.value)
+  })
+
+  test("a guest throwing its own 'out of memory' error gets handler_threw: its sandbox is not rebuilt nor the tenant isolated", async () => {
+    const outcome = await run(
+      `calls++
+      if (msg.fake) throw Object.assign(new Error('out of memory'), { name: 'InternalError' })
+      return calls`,
+      { prelude: 'let calls = 0', args: [{ fake: true }] },
+    )
+    expect(outcome).toMatchObject({
+      ok: false,
+      code: 'handler_threw',
+      message: "Function 'f' threw InternalError: out of memory",
+    })
+    // The module's state survived: its runtime was not built again.
+    expect((await pool.invoke(outcome.tenantId, 'f', 'onMessage', [{}], info, 1000)).value).toBe(2)
+    expect(pool.placementOf(outcome.tenantId)?.isolated).toBe(false)
+  })
+
   test('ctx cannot be tampered with, and the next call gets an intact ctx', async () => {
     const outcome = await run(
       `const attempts = [

@@ -243,7 +243,7 @@ describe('createTenantSandbox(): functions, batches and limits', () => {
     expect(seen).toEqual(['start 0', 'end 0', 'start 1', 'end 1'])
   })
 
-  test("one allocation larger than a function's memory limit fails it, and the sandbox must be rebuilt", async () => {
+  test("one allocation larger than a function's memory limit fails the call, and the sandbox stays usable", async () => {
     using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 64 * MB })
     // QuickJS itself refuses one allocation larger than the limit.
     sandbox.compile(
@@ -256,10 +256,52 @@ describe('createTenantSandbox(): functions, batches and limits', () => {
     expect(
       errorOf(() => sandbox.invoke('buffer', 'onMessage', [{ bytes: 8 * MB }], info, 1000)),
     ).toMatchObject({
+      // Nothing was allocated; the engine's error is the guest's to catch, as any other error.
+      code: 'handler_threw',
+      message: "Function 'buffer' threw InternalError: out of memory",
+    })
+    expect(sandbox.broken).toBe(false)
+    expect(sandbox.invoke('buffer', 'onMessage', [{ bytes: 2 * MB }], info, 1000).value).toBe(2 * MB)
+  })
+
+  test("an allocation past the tenant's cap fails with memory, seen by the host, and the sandbox must be rebuilt", async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'buffer',
+      // The guest catches the engine's error and returns normally: the host saw memory.grow() fail.
+      `export default { onMessage(m) { try { return new ArrayBuffer(m.bytes).byteLength } catch (e) { return String(e) } } }`,
+      ['onMessage'],
+    )
+    expect(
+      errorOf(() => sandbox.invoke('buffer', 'onMessage', [{ bytes: 64 * MB }], info, 1000)),
+    ).toMatchObject({
       code: 'memory',
-      message: "Function 'buffer' ran out of memory (its limit is 4 MiB)",
+      message: "Function 'buffer' ran out of memory (its tenant's limit is 32 MiB)",
     })
     expect(sandbox.broken).toBe(true)
+  })
+
+  test('a guest that throws an error it names an out-of-memory error fails with handler_threw, and the sandbox is not rebuilt', async () => {
+    using sandbox = await createTenantSandbox({ tenantId: 'acme', memoryLimitBytes: 32 * MB })
+    sandbox.compile(
+      'liar',
+      `let calls = 0
+      export default { onMessage(m) {
+        calls++
+        if (m.fake === 'error') throw Object.assign(new Error('out of memory'), { name: 'InternalError' })
+        if (m.fake === 'null') throw null
+        return calls
+      } }`,
+      ['onMessage'],
+    )
+    for (const fake of ['error', 'null']) {
+      expect(errorOf(() => sandbox.invoke('liar', 'onMessage', [{ fake }], info, 1000))).toMatchObject({
+        code: 'handler_threw',
+      })
+    }
+    expect(sandbox.broken).toBe(false)
+    // Module state survived: the runtime was not rebuilt.
+    expect(sandbox.invoke('liar', 'onMessage', [{}], info, 1000).value).toBe(3)
   })
 
   test("many small allocations are stopped once they grow the tenant's memory past the function's limit", async () => {

@@ -211,13 +211,14 @@ test("compile() passes the function's memory limit to its sandbox", async () => 
   const BUFFER = 'export default { onMessage(m) { return new ArrayBuffer(m.bytes).byteLength } }'
   await pool.compile('a', 'small', BUFFER, ['onMessage'], { memoryBytes: 2 * MB })
   await pool.compile('a', 'large', BUFFER, ['onMessage'])
+  // QuickJS refuses the allocation: nothing was allocated, so the sandbox stays as it is.
   expect(
     await errorOf(() => pool.invoke('a', 'small', 'onMessage', [{ bytes: 4 * MB }], info, 1000)),
   ).toMatchObject({
-    code: 'memory',
-    message: "Function 'small' ran out of memory (its limit is 2 MiB)",
+    code: 'handler_threw',
+    message: "Function 'small' threw InternalError: out of memory",
   })
-  // The tenant's sandbox was rebuilt with both functions.
+  expect((await pool.invoke('a', 'small', 'onMessage', [{ bytes: MB }], info, 1000)).value).toBe(MB)
   expect((await pool.invoke('a', 'large', 'onMessage', [{ bytes: 4 * MB }], info, 1000)).value).toBe(4 * MB)
   await expect(pool.compile('a', 'tiny', BUFFER, ['onMessage'], { memoryBytes: 10 })).rejects.toThrow(
     RangeError,
@@ -257,4 +258,85 @@ test('a pool starts its workers only when it is first sent work', async () => {
   await pool.compile('a', 'double', DOUBLE, ['onMessage'])
   expect(pool.workers).toBe(1)
   expect((await pool.invoke('a', 'double', 'onMessage', [{ v: 2 }], info, 1_000)).value).toBe(4)
+})
+
+test('a tenant whose sandbox keeps running out of memory is isolated, and its sandbox is not rebuilt more than once a second', async () => {
+  await using pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  await pool.compile('b', 'double', DOUBLE, ['onMessage'])
+  // Each call asks for more than the tenant's cap: the host sees memory.grow() fail.
+  await pool.compile(
+    'a',
+    'bomb',
+    'export default { onMessage() { return new ArrayBuffer(64 * 1024 * 1024).byteLength } }',
+    ['onMessage'],
+  )
+  const codes: Record<string, number> = {}
+  const started = performance.now()
+  while (performance.now() - started < 1500) {
+    const [outcome] = await pool.invokeBatch('a', 'bomb', 'onMessage', [{ args: [{}], info }], 100)
+    const code = outcome?.ok === false ? outcome.code : 'ok'
+    codes[code] = (codes[code] ?? 0) + 1
+    expect((await pool.invoke('b', 'double', 'onMessage', [{ v: 2 }], info, 1000)).value).toBe(4)
+  }
+  expect(pool.placementOf('a')?.isolated).toBe(true)
+  expect(pool.placementOf('b')?.isolated).toBe(false)
+  // On each worker (the shared one, then the isolation worker): a break, at most one rebuild at
+  // once, then one a second; the calls between fail fast with broken.
+  expect(codes.memory).toBeGreaterThanOrEqual(1)
+  expect(codes.memory).toBeLessThanOrEqual(4)
+  expect(codes.broken).toBeGreaterThan(5)
+  expect(codes.ok).toBeUndefined()
+})
+
+test('a function that leaves promise jobs pending gets a fresh runtime before its next call, under the compile deadline', async () => {
+  // A top level that takes far longer than a call's deadline plus the watchdog's grace.
+  await using pool = createWorkerPool({
+    size: 1,
+    memoryLimitBytes: 32 * MB,
+    watchdogGraceMs: 50,
+    compileDeadlineMs: 30_000,
+  })
+  await pool.compile(
+    'a',
+    'f',
+    `let calls = 0
+    let i = 0; while (i < 1e7) i++
+    export default { onMessage(m) { calls++; if (m.leave) Promise.resolve().then(() => {}); return calls } }`,
+    ['onMessage'],
+  )
+  const restarts = pool.restarts
+  const [left] = await pool.invokeBatch('a', 'f', 'onMessage', [{ args: [{ leave: true }], info }], 20)
+  expect(left).toMatchObject({ ok: false, code: 'handler_threw' })
+  expect(left?.ok || left?.message).toMatch(/left promise callbacks pending/)
+  // The reload runs before this call, with the compile deadline in the watchdog's record.
+  const next = await pool.invoke('a', 'f', 'onMessage', [{}], info, 20)
+  expect(next.value).toBe(1)
+  expect(pool.restarts).toBe(restarts)
+})
+
+test('close() settles every promise, including calls a worker handed back', async () => {
+  const pool = createWorkerPool({ size: 1, memoryLimitBytes: 32 * MB })
+  const spin = (n: number) => `export default { onMessage() { let i = 0; while (i < ${n}) i++; return i } }`
+  await pool.compile('a', 'f', spin(1e5), ['onMessage'])
+  await pool.compile('b', 'f', spin(2e7), ['onMessage'])
+  await pool.compile('c', 'f', spin(1), ['onMessage'])
+  const calls = (n: number) => Array.from({ length: n }, () => ({ args: [{}], info }))
+  const tick = () => new Promise((resolve) => setImmediate(resolve))
+  const pending: Array<Promise<CallOutcome[]>> = []
+  // Message 1: a's first 100 calls; message 2: a's other 100, then b's slow call. c waits, so
+  // message 1 is cut at its budget and its calls come back unrun while message 2 runs b.
+  pending.push(pool.invokeBatch('a', 'f', 'onMessage', calls(100), 5000))
+  await tick()
+  pending.push(pool.invokeBatch('a', 'f', 'onMessage', calls(100), 5000))
+  pending.push(pool.invokeBatch('b', 'f', 'onMessage', calls(1), 5000))
+  await tick()
+  pending.push(pool.invokeBatch('c', 'f', 'onMessage', calls(1), 5000))
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  await pool.close()
+  const timeout = new Promise<'unsettled'>((resolve) => setTimeout(() => resolve('unsettled'), 1000).unref())
+  const settled = await Promise.race([Promise.all(pending).then(() => 'settled'), timeout])
+  expect(settled).toBe('settled')
+  const outcomes = (await Promise.all(pending)).flat()
+  expect(outcomes).toHaveLength(202)
+  for (const outcome of outcomes) expect(String(outcome?.ok || outcome?.code)).toMatch(/^(true|broken)$/)
 })
