@@ -438,6 +438,16 @@ describe('functions', () => {
     ).toEqual([])
     expect((await gw.api('DELETE', '/tenants/acme')).status).toBe(204)
     expect(gw.functionStore.listAll()).toEqual([])
+    // The tenant is deleted while a deploy compiles (its top level takes a while): not found, not
+    // a store error.
+    const slowTopLevel = `let spin = 0; for (let i = 0; i < 4e6; i++) spin += i\n${DOUBLE}`
+    const racing = deploy(gw, 'other', { name: 'g', source: slowTopLevel, triggers: [{ topic: 'a' }] })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await gw.api('DELETE', '/tenants/other')).status).toBe(204)
+    const raced = await racing
+    expect(raced.status).toBe(404)
+    expect(raced.body.message).toBe("Cannot find tenant 'other'")
+    expect(gw.functionStore.listAll()).toEqual([])
   })
 
   test('functions come back after a restart on the same data', async () => {
