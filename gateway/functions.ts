@@ -100,6 +100,27 @@ export interface FunctionsOptions {
   /** The tenant's effective quotas; undefined when the tenant does not exist. */
   quotas(tenantId: string): Quotas | undefined
   now?: () => number
+  /** Runs the `every` and `cron` triggers; tests give their own to fire ticks by hand. */
+  scheduler?: Scheduler
+}
+
+/** Starts schedules; each start returns the stop. */
+export interface Scheduler {
+  every(intervalMs: number, fire: () => void): () => void
+  cron(expression: string, timezone: string, fire: () => void): () => void
+}
+
+/** Real timers: `setInterval` for `every`, croner for cron expressions. Neither keeps the process up. */
+export const TIMER_SCHEDULER: Scheduler = {
+  every(intervalMs, fire) {
+    const timer = setInterval(fire, intervalMs)
+    timer.unref()
+    return () => clearInterval(timer)
+  },
+  cron(expression, timezone, fire) {
+    const cron = new Cron(expression, { unref: true, timezone }, fire)
+    return () => cron.stop()
+  },
 }
 
 /**
@@ -234,6 +255,7 @@ const scratchOf = (tenantId: string) => `${tenantId}\u0000scratch`
 export function createFunctions(options: FunctionsOptions): Functions {
   const { functionStore, broker, pool, metrics, logger, config } = options
   const now = options.now ?? Date.now
+  const scheduler = options.scheduler ?? TIMER_SCHEDULER
   /** Active functions per tenant, by name. */
   const active = new Map<string, Map<string, Active>>()
   /** Problems of functions whose current version could not be loaded (start, enable). */
@@ -449,15 +471,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
       pendingTicks: new Set(),
     }
     spec.triggers.forEach((trigger, index) => {
+      const fire = () => tick(entry, index)
       if ('every' in trigger) {
-        const timer = setInterval(() => tick(entry, index), parseDuration(trigger.every) as number)
-        timer.unref()
-        entry.timers.push({ stop: () => clearInterval(timer) })
+        entry.timers.push({ stop: scheduler.every(parseDuration(trigger.every) as number, fire) })
       } else if ('cron' in trigger) {
-        const cron = new Cron(trigger.cron, { unref: true, timezone: trigger.timezone ?? 'UTC' }, () =>
-          tick(entry, index),
-        )
-        entry.timers.push({ stop: () => cron.stop() })
+        entry.timers.push({ stop: scheduler.cron(trigger.cron, trigger.timezone ?? 'UTC', fire) })
       }
     })
     let functions = active.get(tenantId)

@@ -12,7 +12,7 @@ import { createSqlitePersistence, type SqlitePersistence } from './broker-persis
 import type { GatewayConfig, Quotas } from './config.ts'
 import { ADMIN_TOKEN_FILE, API_URL_FILE, STORE_FILE } from './data-files.ts'
 import { createFunctionStore, type FunctionStore } from './function-store.ts'
-import { createFunctions, type Functions } from './functions.ts'
+import { createFunctions, type Functions, type Scheduler } from './functions.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
 import { createStore, type Store } from './store.ts'
@@ -24,6 +24,8 @@ export interface GatewayOptions {
   logger?: Logger
   /** Argon2id cost; tests lower it. */
   hasher?: { opsLimit?: number; memLimitBytes?: number }
+  /** Runs the functions' `every` and `cron` triggers; tests fire ticks by hand. */
+  scheduler?: Scheduler
 }
 
 /** The actual addresses a started gateway listens on (port 0 resolved). */
@@ -114,6 +116,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       logger,
       config: config.functions,
       quotas: quotasOf,
+      ...(options.scheduler === undefined ? {} : { scheduler: options.scheduler }),
     })
     // Closed after the broker (no new messages), before the pool (invocations in flight finish).
     opened.push(() => functions.close())

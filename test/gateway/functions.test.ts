@@ -386,7 +386,7 @@ describe('functions', () => {
     expect(wrongHandler.status).toBe(400)
   })
 
-  test('every and cron triggers call onSchedule with the tick time', async () => {
+  test('every and cron triggers call onSchedule on real timers, with the tick time', async () => {
     await using gw = await startGateway()
     await using site = await setup(gw)
     const source = `
@@ -400,11 +400,60 @@ describe('functions', () => {
     const tick = JSON.parse((site.received[0] as [string, string])[1])
     expect(tick.now).toBe(tick.date)
     expect(Math.abs(tick.now - Date.now())).toBeLessThan(5000)
-    await gw.api('POST', '/tenants/acme/functions/tick/disable')
+  })
+
+  test('schedules start and stop with the function, and a slow function skips ticks instead of piling them up', async () => {
+    const started: Array<{ kind: string; spec: string; fire(): void; stopped: boolean }> = []
+    const scheduler = {
+      every(intervalMs: number, fire: () => void) {
+        const entry = { kind: 'every', spec: String(intervalMs), fire, stopped: false }
+        started.push(entry)
+        return () => {
+          entry.stopped = true
+        }
+      },
+      cron(expression: string, timezone: string, fire: () => void) {
+        const entry = { kind: 'cron', spec: `${expression} ${timezone}`, fire, stopped: false }
+        started.push(entry)
+        return () => {
+          entry.stopped = true
+        }
+      },
+    }
+    await using gw = await startGateway({}, undefined, { scheduler })
+    await using site = await setup(gw)
+    const source = `
+      let ticks = 0
+      export default {
+        onSchedule(ctx) {
+          let spin = 0
+          for (let i = 0; i < 2e5; i++) spin += i
+          ticks++
+          ctx.publish('out/tick', { ticks })
+        },
+      }`
+    await deploy(gw, 'acme', {
+      name: 'tick',
+      source,
+      triggers: [{ every: '10s' }, { cron: '0 9 * * 1-5', timezone: 'Europe/Paris' }],
+    })
+    expect(started.map(({ kind, spec, stopped }) => [kind, spec, stopped])).toEqual([
+      ['every', '10000', false],
+      ['cron', '0 9 * * 1-5 Europe/Paris', false],
+    ])
+    const [every, cron] = started as [(typeof started)[0], (typeof started)[0]]
+    // Ten ticks of one trigger at once: one runs, the rest find it still queued and are skipped.
+    for (let i = 0; i < 10; i++) every.fire()
+    cron.fire()
     await gw.functions.idle()
-    const count = site.received.length
-    await new Promise((resolve) => setTimeout(resolve, 1500))
-    expect(site.received.length).toBe(count)
+    expect(gw.functions.view('acme', 'tick').stats.invocations).toBe(2)
+    await until(() => site.received.length >= 2, 'two ticks')
+    expect(site.received.map(([, payload]) => JSON.parse(payload).ticks)).toEqual([1, 2])
+    await gw.api('POST', '/tenants/acme/functions/tick/disable')
+    expect(started.every((entry) => entry.stopped)).toBe(true)
+    await gw.api('POST', '/tenants/acme/functions/tick/enable')
+    expect(started).toHaveLength(4)
+    expect(started.slice(2).every((entry) => !entry.stopped)).toBe(true)
   })
 
   test('a function whose output triggers itself is stopped at the chain depth', async () => {

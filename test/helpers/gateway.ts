@@ -1,6 +1,7 @@
 import { rmSync } from 'node:fs'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { type ConfigLayer, mergeLayers } from '../../gateway/config.ts'
+import type { Scheduler } from '../../gateway/functions.ts'
 import { createGateway, type Gateway, loadConfig } from '../../gateway/index.ts'
 import { tempDir } from './temp.ts'
 
@@ -30,6 +31,7 @@ export const TEST_HASHER = { opsLimit: 1, memLimitBytes: 8192 }
 export async function startGateway(
   layer: ConfigLayer = {},
   dataDir = tempDir(),
+  options: { scheduler?: Scheduler } = {},
 ): Promise<TestGateway & AsyncDisposable> {
   const config = loadConfig({
     env: {},
@@ -45,7 +47,7 @@ export async function startGateway(
       layer,
     ),
   })
-  const gateway = await createGateway({ config, hasher: TEST_HASHER })
+  const gateway = await createGateway({ config, hasher: TEST_HASHER, ...options })
   const api: TestGateway['api'] = async (method, path, body, token = gateway.adminToken) => {
     const response = await fetch(`${gateway.addresses.httpUrl}/api/v1${path}`, {
       method,
