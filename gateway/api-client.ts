@@ -89,12 +89,12 @@ export async function callApi(
 
 /**
  * Reads a server-sent event stream of the API until it ends or the process is interrupted,
- * calling `onData` with each event's data.
+ * calling `onEvent` with each event's name (`message` when it has none) and data.
  */
 export async function followEvents(
   target: ApiTarget,
   path: string,
-  onData: (data: string) => void,
+  onEvent: (event: string, data: string) => void,
 ): Promise<void> {
   let response: Response
   try {
@@ -121,14 +121,14 @@ export async function followEvents(
     buffered += decoder.decode(value, { stream: true })
     let end = buffered.indexOf('\n\n')
     while (end !== -1) {
-      const event = buffered.slice(0, end)
+      const lines = buffered.slice(0, end).split('\n')
       buffered = buffered.slice(end + 2)
-      const data = event
-        .split('\n')
+      const data = lines
         .filter((line) => line.startsWith('data: '))
         .map((line) => line.slice(6))
         .join('\n')
-      if (data !== '') onData(data)
+      const name = lines.find((line) => line.startsWith('event: '))?.slice(7) ?? 'message'
+      if (data !== '') onEvent(name, data)
       end = buffered.indexOf('\n\n')
     }
   }

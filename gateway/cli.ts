@@ -586,9 +586,11 @@ apiCommand(fn, 'logs', "print a function's recent log lines; --follow streams ne
       for (const line of logs) console.log(format(line))
       return
     }
-    await followEvents(target, fnPath(tenantId, name, '/logs?follow=true'), (data) =>
-      console.log(format(JSON.parse(data))),
-    )
+    // Log lines come as `log` and `error` events; `end` says why the gateway ended the stream.
+    await followEvents(target, fnPath(tenantId, name, '/logs?follow=true'), (event, data) => {
+      if (event === 'end') console.error(`taureau: the log stream ended: ${data}`)
+      else console.log(format(JSON.parse(data)))
+    })
   })
 
 const deadLetters = program.command('dead-letters').description("list or purge a tenant's dead letters")

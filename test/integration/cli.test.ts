@@ -246,7 +246,26 @@ describe('taureau CLI', () => {
     expect((refused as { stderr: string }).stderr).toMatch(
       /does not compile: SyntaxError: .*\(line 1, column \d+\)/,
     )
+    // `fn logs --follow` prints lines as they come and ends when the function is removed.
+    const follower = spawn(BIN, ['fn', 'logs', 'acme', 'celsius', '--follow', '--data', dataDir], {
+      env: { ...process.env, TAUREAU_URL: '', TAUREAU_TOKEN: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    children.push(follower)
+    const followed: string[] = []
+    createInterface({ input: follower.stdout as NodeJS.ReadableStream }).on('line', (line) =>
+      followed.push(line),
+    )
+    await until(
+      () => followed.some((line) => line.includes('deployed version 2')),
+      'the recent lines',
+      10_000,
+    )
+    await device.publishAsync('sensors/s1/temp', JSON.stringify({ f: 50 }), { qos: 1 })
+    await until(() => followed.some((line) => line.includes('reading 50')), 'a new line', 10_000)
+    const followerExit = once(follower, 'exit')
     await cli('fn', 'remove', 'acme', 'celsius', '--data', dataDir)
+    expect((await followerExit)[0]).toBe(0)
     expect(
       JSON.parse((await cli('fn', 'list', 'acme', '--data', dataDir, '--json')).stdout).functions,
     ).toEqual([])
