@@ -322,9 +322,11 @@ const describeTriggers = (triggers: FunctionView['triggers']): string =>
         ? trigger.topic
         : 'every' in trigger
           ? `every ${trigger.every}`
-          : `cron ${trigger.cron}`,
+          : `cron ${trigger.cron}${trigger.timezone === undefined ? '' : ` (${trigger.timezone})`}`,
     )
     .join(', ')
+/** A kept version as the API lists it. */
+type KeptVersion = FunctionVersion['spec'] & { version: number; current: boolean; createdAt: string }
 const showFunction = (result: unknown): string => {
   const view = (result as { function: FunctionView }).function
   return [
@@ -399,6 +401,13 @@ apiCommand(fn, 'deploy', 'deploy a function from a JavaScript file (a new versio
           flags.timezone === undefined ? { cron } : { cron, timezone: flags.timezone },
         ),
       ]
+      if (flags.timezone !== undefined && (flags.cron ?? []).length === 0) {
+        throw new ApiError(
+          'Cannot use --timezone without --cron: it is the time zone of the cron schedules',
+          0,
+          'invalid_input',
+        )
+      }
       if (triggers.length === 0) {
         throw new ApiError(
           'Cannot deploy without a trigger: give --trigger, --every or --cron',
@@ -440,10 +449,10 @@ apiCommand(fn, 'list', "list a tenant's functions")
           (result as { functions: FunctionView[] }).functions.map((view) => ({
             ...view,
             triggers: describeTriggers(view.triggers),
-            invocations: view.stats.invocations,
+            ok: view.stats.invocations,
             errors: view.stats.errors,
           })),
-          ['name', 'version', 'state', 'triggers', 'output', 'invocations', 'errors'],
+          ['name', 'version', 'state', 'triggers', 'output', 'ok', 'errors'],
         ),
     ),
   )
@@ -457,25 +466,41 @@ apiCommand(fn, 'show', 'show a function and its current source')
       (result) => `${showFunction(result)}\n\n${(result as { source: string }).source}`,
     ),
   )
-apiCommand(fn, 'versions', "list a function's kept versions")
+apiCommand(fn, 'versions', "list a function's kept versions, or show one with its source")
   .argument('<tenant>', 'tenant id')
   .argument('<name>', 'function name')
-  .action((tenantId: string, name: string, flags: ApiFlags) =>
-    run(
-      flags,
-      (target) => callApi(target, 'GET', fnPath(tenantId, name, '/versions')),
-      (result) =>
-        table(
-          (
-            result as { versions: Array<FunctionVersion['spec'] & { version: number; current: boolean }> }
-          ).versions.map((version) => ({
-            ...version,
-            current: version.current ? '*' : '',
-            triggers: describeTriggers(version.triggers),
-          })),
-          ['version', 'current', 'createdAt', 'triggers', 'output'],
+  .argument('[version]', 'a kept version to show with its source', countArg)
+  .action((tenantId: string, name: string, version: number | undefined, flags: ApiFlags) =>
+    version !== undefined
+      ? run(
+          flags,
+          (target) => callApi(target, 'GET', fnPath(tenantId, name, `/versions/${version}`)),
+          (result) => {
+            const shown = (result as { version: KeptVersion & { source: string } }).version
+            return [
+              `version ${shown.version}${shown.current ? ' (current)' : ''}, deployed ${shown.createdAt}`,
+              `triggers: ${describeTriggers(shown.triggers)}`,
+              `output:   ${shown.output ?? '(none)'}`,
+              `limits:   ${shown.limits.memoryMb} MiB, ${shown.limits.timeoutMs} ms`,
+              `config:   ${JSON.stringify(shown.config)}`,
+              '',
+              shown.source,
+            ].join('\n')
+          },
+        )
+      : run(
+          flags,
+          (target) => callApi(target, 'GET', fnPath(tenantId, name, '/versions')),
+          (result) =>
+            table(
+              (result as { versions: KeptVersion[] }).versions.map((kept) => ({
+                ...kept,
+                current: kept.current ? '*' : '',
+                triggers: describeTriggers(kept.triggers),
+              })),
+              ['version', 'current', 'createdAt', 'triggers', 'output'],
+            ),
         ),
-    ),
   )
 apiCommand(fn, 'rollback', 'make a kept version the one that runs')
   .argument('<tenant>', 'tenant id')

@@ -1072,6 +1072,27 @@ export function createFunctions(options: FunctionsOptions): Functions {
           }
         }
         const text = (value: unknown) => encodePayload(value).toString('utf8')
+        // The same bound a live run applies before anything is published (see settle()).
+        const maxPayloadBytes = requireTenant(tenantId).maxPayloadBytes
+        const published = [
+          ...(version.spec.output !== null && result.value !== undefined
+            ? [{ topic: version.spec.output, value: result.value }]
+            : []),
+          ...result.publishes,
+        ]
+        const tooLarge = published.find((publish) => encodePayload(publish.value).length > maxPayloadBytes)
+        if (tooLarge !== undefined) {
+          const bytes = encodePayload(tooLarge.value).length
+          return {
+            ok: false,
+            version: version.version,
+            handler,
+            error: {
+              code: 'bad_output',
+              message: `Cannot publish to ${quote(tooLarge.topic)} as the payload of ${bytes} bytes is over the tenant's maxPayloadBytes (${maxPayloadBytes})`,
+            },
+          }
+        }
         return {
           ok: true,
           version: version.version,

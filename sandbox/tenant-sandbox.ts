@@ -90,6 +90,11 @@ function checkMemoryLimit(memoryLimitBytes: number): void {
 
 /** Options of {@link createTenantSandbox}. */
 export interface TenantSandboxOptions {
+  /**
+   * The sandbox's id: the tenant's id, or the tenant's id, U+0000 and a suffix for a sandbox of
+   * the tenant kept apart (the gateway's scratch sandbox for test invocations). `ctx.tenant` is
+   * the part before U+0000.
+   */
   tenantId: string
   /** Hard cap of the tenant's WebAssembly memory, in bytes; at least 32 MiB. */
   memoryLimitBytes: number
@@ -277,7 +282,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
   const maxEffects = options.maxEffects ?? 100
   const maxLogLines = options.maxLogLines ?? 100
   const compileDeadlineMs = options.compileDeadlineMs ?? 1000
-  const limits = { tenant: tenantId, maxEffects, maxLogs: maxLogLines }
+  const limits = { tenant: tenantId.split('\u0000')[0], maxEffects, maxLogs: maxLogLines }
   const functions = new Map<string, FunctionRuntime>()
   let broken = false
   let disposed = false

@@ -376,6 +376,52 @@ describe('functions', () => {
     expect((await gw.api('GET', '/tenants/acme/outbox')).body.records).toEqual([])
     expect(gw.functions.view('acme', 'alert').stats.invocations).toBe(0)
 
+    // A sample that makes the copy run out of memory leaves the running copy's sandbox alone.
+    const bomb = `
+      let calls = 0
+      export default {
+        onMessage(msg) {
+          calls++
+          if (msg.payload === 'bomb') { const parts = []; for (;;) parts.push('x'.repeat(1 << 16) + parts.length) }
+          return { calls }
+        },
+      }`
+    await deploy(gw, 'acme', {
+      name: 'counter',
+      source: bomb,
+      triggers: [{ topic: 'count' }],
+      output: 'out/count',
+    })
+    const counts = () =>
+      site.received.filter(([topic]) => topic === 'out/count').map(([, p]) => JSON.parse(p).calls)
+    await site.sensor.publishAsync('count', '1', { qos: 1 })
+    await site.sensor.publishAsync('count', '2', { qos: 1 })
+    await until(() => counts().length >= 2, 'two counts')
+    const exploded = await gw.api('POST', '/tenants/acme/functions/counter/invoke', {
+      message: { payload: 'bomb' },
+    })
+    expect(exploded.body.invocation).toMatchObject({ ok: false, error: { code: 'memory' } })
+    await site.sensor.publishAsync('count', '3', { qos: 1 })
+    await until(() => counts().length >= 3, 'a third count')
+    expect(counts()).toEqual([1, 2, 3])
+
+    const tenantOf = await deploy(gw, 'acme', {
+      name: 'whoami',
+      source:
+        'export default { onMessage(msg, ctx) { return { tenant: ctx.tenant, big: "x".repeat(msg.payload) } } }',
+      triggers: [{ topic: 'who' }],
+      output: 'out/who',
+    })
+    expect(tenantOf.status).toBe(201)
+    const who = await gw.api('POST', '/tenants/acme/functions/whoami/invoke', { message: { payload: 1 } })
+    expect(who.body.invocation.value).toEqual({ tenant: 'acme', big: 'x' })
+    // An output a live run would refuse (over maxPayloadBytes, 256 KiB) fails the test run too.
+    const big = await gw.api('POST', '/tenants/acme/functions/whoami/invoke', {
+      message: { payload: 300_000 },
+    })
+    expect(big.body.invocation).toMatchObject({ ok: false, error: { code: 'bad_output' } })
+    expect(big.body.invocation.error.message).toMatch(/over the tenant's maxPayloadBytes/)
+
     const failing = await gw.api('POST', '/tenants/acme/functions/alert/invoke', {
       message: { payload: null },
     })

@@ -199,6 +199,25 @@ describe('taureau CLI', () => {
     expect((await cli('fn', 'versions', 'acme', 'celsius', '--data', dataDir)).stdout).toMatch(
       /\n2 +\* [^\n]*\n1 /,
     )
+    const shown = (await cli('fn', 'versions', 'acme', 'celsius', '1', '--data', dataDir)).stdout
+    expect(shown).toMatch(
+      /^version 1, deployed \S+\ntriggers: sensors\/\+\/temp\n[\s\S]*config: {3}\{"site":"north"\}\n\nexport default/,
+    )
+    const zoneless = await cli(
+      'fn',
+      'deploy',
+      'acme',
+      file,
+      '--name',
+      'z',
+      '--trigger',
+      'a',
+      '--timezone',
+      'Europe/Paris',
+      '--data',
+      dataDir,
+    ).catch((error: unknown) => error)
+    expect((zoneless as { stderr: string }).stderr).toMatch(/Cannot use --timezone without --cron/)
     expect((await cli('fn', 'rollback', 'acme', 'celsius', '1', '--data', dataDir)).stdout).toMatch(
       /version 1 \(latest 2\)/,
     )
