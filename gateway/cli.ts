@@ -571,13 +571,15 @@ apiCommand(fn, 'invoke', 'run a function on a sample message; nothing it does ta
       }
       return run(
         flags,
-        (target) => callApi(target, 'POST', fnPath(tenantId, name, '/invoke'), body),
+        // A function that fails exits 1, with --json too: scripts test the exit code.
+        async (target) => {
+          const result = await callApi(target, 'POST', fnPath(tenantId, name, '/invoke'), body)
+          if (!(result as { invocation: TestInvocation }).invocation.ok) process.exitCode = 1
+          return result
+        },
         (result) => {
           const invocation = (result as { invocation: TestInvocation }).invocation
-          if (!invocation.ok) {
-            process.exitCode = 1
-            return `failed (${invocation.error.code}): ${invocation.error.message}`
-          }
+          if (!invocation.ok) return `failed (${invocation.error.code}): ${invocation.error.message}`
           const lines = [
             `ok in ${invocation.durationMs.toFixed(2)} ms, memory ${(invocation.memoryBytes / 1048576).toFixed(1)} MiB`,
             `value: ${JSON.stringify(invocation.value)}`,

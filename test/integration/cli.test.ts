@@ -241,6 +241,22 @@ describe('taureau CLI', () => {
       ).stdout,
     )
     expect(atTwo.invocation).toMatchObject({ ok: true, version: 2, value: { raw: 50 } })
+    const failedRun = await cli(
+      'fn',
+      'invoke',
+      'acme',
+      'celsius',
+      '--payload',
+      'null',
+      '--json',
+      '--data',
+      dataDir,
+    ).catch((error: unknown) => error)
+    expect(failedRun).toMatchObject({ code: 1 })
+    expect(JSON.parse((failedRun as { stdout: string }).stdout).invocation).toMatchObject({
+      ok: false,
+      error: { code: 'handler_threw' },
+    })
     await device.publishAsync('sensors/s1/temp', 'null', { qos: 1 })
     // The failed invocation's dead letter is written when it settles; poll for it.
     let letters = ''
