@@ -181,33 +181,18 @@ interface Active {
   pendingTicks: Set<number>
 }
 
-/** What went into an invocation, kept for its dead letter. */
-interface Input {
-  handler: HandlerName
-  message?: {
-    topic: string
-    payload: Buffer
-    qos: number
-    retain: boolean
-    device: string | null
-    ts: number
-  }
-}
-
 /** One queued invocation. */
 interface Item {
-  key: string
-  version: number
-  timeoutMs: number
-  output: string | null
+  /** The version it was queued for: it runs there even when a newer one is swapped in meanwhile. */
+  entry: Active
   handler: HandlerName
   call: InvocationCall
-  input: Input
-  /** Payload bytes the item holds, for the queue's byte bound. */
-  bytes: number
+  /** The message's payload as it came, for the queue's byte bound and the dead letter; none for a tick. */
+  payload?: Buffer
   /** How many functions produced the message before this one (0 for a device's message). */
   hops: number
-  tick?: { active: Active; trigger: number }
+  /** The schedule trigger of a tick. */
+  trigger?: number
 }
 
 /** Per function: its queue, in arrival order, what is running, its figures and its log. */
@@ -328,7 +313,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
     if (lane === undefined) return
     lanes.delete(at)
     lane.removed = true
-    for (const item of lane.queue.splice(0)) useKey(tenantId, item.key, -1)
+    for (const item of lane.queue.splice(0)) useKey(tenantId, item.entry.key, -1)
     lane.queuedBytes = 0
     for (const listener of lane.listeners) listener(null)
     lane.listeners.clear()
@@ -490,18 +475,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
     if (closed || entry.pendingTicks.has(trigger)) return
     entry.pendingTicks.add(trigger)
     const at = now()
-    enqueue(entry, {
-      key: entry.key,
-      version: entry.version,
-      timeoutMs: entry.spec.limits.timeoutMs,
-      output: entry.spec.output,
-      handler: 'onSchedule',
-      call: { args: [], info: infoOf(entry, at) },
-      input: { handler: 'onSchedule' },
-      bytes: 0,
-      hops: 0,
-      tick: { active: entry, trigger },
-    })
+    enqueue({ entry, handler: 'onSchedule', call: { args: [], info: infoOf(entry, at) }, hops: 0, trigger })
   }
 
   const infoOf = (entry: Active, at: number) => ({
@@ -511,10 +485,17 @@ export function createFunctions(options: FunctionsOptions): Functions {
     now: at,
   })
 
-  const enqueue = (entry: Active, item: Item): void => {
+  /** A tick that ran, or never will, lets the next tick of its trigger be queued. */
+  const tickDone = (item: Item): void => {
+    if (item.trigger !== undefined) item.entry.pendingTicks.delete(item.trigger)
+  }
+
+  const enqueue = (item: Item): void => {
+    const { entry } = item
     const lane = laneOf(entry.tenantId, entry.name)
-    if (lane.queue.length >= config.queueLimit || lane.queuedBytes + item.bytes > config.queueBytes) {
-      if (item.tick !== undefined) item.tick.active.pendingTicks.delete(item.tick.trigger)
+    const bytes = item.payload?.length ?? 0
+    if (lane.queue.length >= config.queueLimit || lane.queuedBytes + bytes > config.queueBytes) {
+      tickDone(item)
       fail(
         lane,
         item,
@@ -523,9 +504,9 @@ export function createFunctions(options: FunctionsOptions): Functions {
       )
       return
     }
-    useKey(entry.tenantId, item.key, 1)
+    useKey(entry.tenantId, entry.key, 1)
     lane.queue.push(item)
-    lane.queuedBytes += item.bytes
+    lane.queuedBytes += bytes
     pump(lane)
   }
 
@@ -546,22 +527,19 @@ export function createFunctions(options: FunctionsOptions): Functions {
     lane.stats.errorsByReason[reason] = (lane.stats.errorsByReason[reason] ?? 0) + 1
     lane.stats.lastError = { at, message }
     metrics.functionInvocation(lane.tenantId, lane.name, reason)
-    log(lane, item.version, 'error', message, at)
-    const message_ = item.input.message
+    log(lane, item.entry.version, 'error', message, at)
+    // The message as the function saw it, with the payload as it came (base64) instead of decoded.
+    const msg = item.call.args[0] as Record<string, unknown> | undefined
     const letter: DeadLetterInsert = {
       tenantId: lane.tenantId,
       function: lane.name,
-      version: item.version,
+      version: item.entry.version,
       message:
-        message_ === undefined
-          ? { handler: item.input.handler }
+        msg === undefined || item.payload === undefined
+          ? { handler: item.handler }
           : {
-              handler: item.input.handler,
-              message: {
-                ...message_,
-                payload: undefined,
-                payloadBase64: message_.payload.toString('base64'),
-              },
+              handler: item.handler,
+              message: { ...msg, payload: undefined, payloadBase64: item.payload.toString('base64') },
             },
       reason,
       error: message,
@@ -591,22 +569,22 @@ export function createFunctions(options: FunctionsOptions): Functions {
     while (
       count < lane.queue.length &&
       count < config.maxBatch &&
-      (lane.queue[count] as Item).key === first.key &&
+      (lane.queue[count] as Item).entry === first.entry &&
       (lane.queue[count] as Item).handler === first.handler
     ) {
       count++
     }
     const batch = lane.queue.splice(0, count)
-    for (const item of batch) lane.queuedBytes -= item.bytes
+    for (const item of batch) lane.queuedBytes -= item.payload?.length ?? 0
     lane.running = batch.length
     busyLanes++
     pool
       .invokeBatch(
         lane.tenantId,
-        first.key,
+        first.entry.key,
         first.handler,
         batch.map((item) => item.call),
-        first.timeoutMs,
+        first.entry.spec.limits.timeoutMs,
       )
       .then(
         (outcomes) => settle(lane, batch, outcomes),
@@ -628,7 +606,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
       .finally(() => {
         lane.running = 0
         busyLanes--
-        for (const item of batch) useKey(lane.tenantId, item.key, -1)
+        for (const item of batch) useKey(lane.tenantId, item.entry.key, -1)
         pump(lane)
         if (busyLanes === 0) for (const resolve of idleWaiters.splice(0)) resolve()
       })
@@ -640,8 +618,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
    * tenant's payload bound fails as a whole, before anything is written.
    */
   const settle = (lane: Lane, batch: Item[], outcomes: CallOutcome[]): void => {
-    for (const item of batch)
-      if (item.tick !== undefined) item.tick.active.pendingTicks.delete(item.tick.trigger)
+    for (const item of batch) tickDone(item)
     if (lane.removed) return
     const maxPayloadBytes = options.quotas(lane.tenantId)?.maxPayloadBytes
     if (maxPayloadBytes === undefined) return // the tenant is gone
@@ -657,14 +634,15 @@ export function createFunctions(options: FunctionsOptions): Functions {
     batch.forEach((item, index) => {
       const outcome = outcomes[index] ?? { ok: false, code: 'broken', message: 'The sandbox gave no answer' }
       if (!outcome.ok) {
-        fail(lane, item, outcome.code, clean(outcome.message, item.key, lane.name), deadLetters)
+        fail(lane, item, outcome.code, clean(outcome.message, item.entry.key, lane.name), deadLetters)
         return
       }
       const result: InvocationResult = outcome.result
       const own: typeof publishes = []
-      if (item.output !== null && result.value !== undefined) {
+      const output = item.entry.spec.output
+      if (output !== null && result.value !== undefined) {
         own.push({
-          topic: item.output,
+          topic: output,
           payload: encodePayload(result.value),
           qos: 0,
           retain: false,
@@ -697,7 +675,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
       if (ring.length < RECENT_DURATIONS) ring.push(result.durationMs)
       else ring[lane.stats.next++ % RECENT_DURATIONS] = result.durationMs
       metrics.functionInvocation(lane.tenantId, lane.name, 'ok', result.durationMs)
-      for (const line of result.logs) log(lane, item.version, 'log', line)
+      for (const line of result.logs) log(lane, item.entry.version, 'log', line)
       for (const emit of result.emits) {
         outbox.push({
           tenantId: lane.tenantId,
@@ -742,24 +720,10 @@ export function createFunctions(options: FunctionsOptions): Functions {
         ts: message.receivedAt,
       }
       const item: Item = {
-        key: entry.key,
-        version: entry.version,
-        timeoutMs: entry.spec.limits.timeoutMs,
-        output: entry.spec.output,
+        entry,
         handler: 'onMessage',
         call: { args: [msg], info: infoOf(entry, message.receivedAt) },
-        input: {
-          handler: 'onMessage',
-          message: {
-            topic: message.topic,
-            payload: message.payload,
-            qos: message.qos,
-            retain: message.retain,
-            device: message.deviceId,
-            ts: message.receivedAt,
-          },
-        },
-        bytes: message.payload.length,
+        payload: message.payload,
         hops,
       }
       if (hops >= config.maxChainDepth) {
@@ -771,7 +735,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
         )
         continue
       }
-      enqueue(entry, item)
+      enqueue(item)
     }
   }
 
