@@ -11,7 +11,13 @@ export function toBoundaryJson(value: unknown): string {
     function replace(this: Record<string, unknown>, key: string, current: unknown) {
       // JSON.stringify has already called Buffer#toJSON; the holder still has the original.
       const original = this[key]
-      if (original instanceof Uint8Array) return { [BYTES_MARKER]: Buffer.from(original).toString('base64') }
+      if (original instanceof Uint8Array)
+        return {
+          // A view, not a copy, of the bytes.
+          [BYTES_MARKER]: Buffer.from(original.buffer, original.byteOffset, original.byteLength).toString(
+            'base64',
+          ),
+        }
       return current
     },
   )

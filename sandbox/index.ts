@@ -1,7 +1,6 @@
 // The sandbox's public API: tenant sandboxes on QuickJS WebAssembly. The gateway imports only this.
 export { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.ts'
 export {
-  type BatchControl,
   type CallOutcome,
   type CompileOptions,
   createTenantSandbox,
@@ -11,9 +10,6 @@ export {
   type InvocationCall,
   type InvocationInfo,
   type InvocationResult,
-  prepareSandboxInstance,
-  quickJSWasmModule,
-  type SandboxInstance,
   type TenantSandbox,
   type TenantSandboxOptions,
 } from './tenant-sandbox.ts'

@@ -210,8 +210,6 @@ export interface TenantSandbox {
   compile(key: string, source: string, handlers: readonly HandlerName[], options?: CompileOptions): void
   /** Forgets a compiled function and frees its runtime. */
   remove(key: string): void
-  /** Whether function `key` is compiled. */
-  has(key: string): boolean
   /** Runs a handler of a compiled function with the given arguments (before `ctx`). */
   invoke(
     key: string,
@@ -778,7 +776,6 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         functions.delete(key)
         disposeFunction(fn)
       }),
-    has: (key) => functions.has(key),
     invoke: (key, handler, args, info, deadlineMs) => {
       const [outcome] = sandbox.invokeBatch(key, handler, [{ args, info }], deadlineMs)
       if (outcome === undefined) return fail(SANDBOX_ERROR_CODES.broken, 'The sandbox gave no answer')

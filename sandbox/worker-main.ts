@@ -177,11 +177,15 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
         try {
           const sandbox = await sandboxOf(job.tenantId, request.id, base)
           setupMs = performance.now() - setupStarted
-          outcomes = sandbox.invokeBatch(job.key, job.handler, job.calls.slice(done), job.deadlineMs, {
-            onCallStart: (index, deadlineAt) => writeProgress(progress, request.id, base + index, deadlineAt),
-            onReload: (index, deadlineAt) => writeProgress(progress, request.id, base + index, deadlineAt),
+          // The worker's progress record names the call running now and its deadline.
+          const mark = (index: number, deadlineAt: number) =>
+            writeProgress(progress, request.id, base + index, deadlineAt)
+          const calls = done === 0 ? job.calls : job.calls.slice(done)
+          outcomes = sandbox.invokeBatch(job.key, job.handler, calls, job.deadlineMs, {
+            onCallStart: mark,
+            onReload: mark,
             onCallEnd: (_index, outcome, spent) => {
-              results.push(unitOf(outcome))
+              results.push(outcome)
               spentMs.push(spent + setupMs)
               setupMs = 0
               ranUnits++
@@ -226,11 +230,6 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
   }
   return { id: request.id, results, spentMs }
 }
-
-const unitOf = (outcome: CallOutcome): UnitResult =>
-  outcome.ok
-    ? { ok: true, result: outcome.result }
-    : { ok: false, code: outcome.code, message: outcome.message }
 
 async function runJob(job: Exclude<WorkerJob, { kind: 'calls' }>, messageId: number, unit: number) {
   try {

@@ -995,7 +995,11 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           message: `Cannot run function '${key}' as ${bound} invocations waiting`,
         }
       }
-      if (accepted === 0) return Promise.resolve(outcomes)
+      if (accepted === 0) {
+        // Nothing was queued: a tenant seen only now is not kept (nor counted in placement).
+        forgetIfIdle(tenant)
+        return Promise.resolve(outcomes)
+      }
       return new Promise((resolve) => {
         let pending = accepted
         const tasks: Task[] = []
