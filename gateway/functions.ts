@@ -317,7 +317,8 @@ export function createFunctions(options: FunctionsOptions): Functions {
     lane.queuedBytes = 0
     for (const listener of lane.listeners) listener(null)
     lane.listeners.clear()
-    metrics.removeFunction(tenantId, name)
+    // The function's figures name every outcome it was counted with.
+    metrics.removeFunction(tenantId, name, ['ok', ...Object.keys(lane.stats.errorsByReason)])
   }
 
   const requireTenant = (tenantId: string): Quotas => {

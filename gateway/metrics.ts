@@ -44,8 +44,8 @@ export interface Metrics {
    * successful one goes into the tenant's latency histogram.
    */
   functionInvocation(tenantId: string, name: string, outcome: string, durationMs?: number): void
-  /** Forgets a deleted function's series. */
-  removeFunction(tenantId: string, name: string): void
+  /** Forgets a deleted function's series: one per outcome it was counted with. */
+  removeFunction(tenantId: string, name: string, outcomes: Iterable<string>): void
   /** Where the sandbox pool's figures are read at scrape time. */
   observeSandbox(read: () => SandboxFigures): void
 }
@@ -155,7 +155,6 @@ export function createMetrics(): Metrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
     registers: [registry],
   })
-  const outcomesSeen = new Map<string, Set<string>>()
   let sandbox: (() => SandboxFigures) | undefined
   const sandboxFigure = (
     name: string,
@@ -207,23 +206,13 @@ export function createMetrics(): Metrics {
     },
     functionInvocation(tenantId, name, outcome, durationMs) {
       invocations.inc({ tenant: tenantId, function: name, outcome })
-      const key = `${tenantId}\u0000${name}`
-      let seen = outcomesSeen.get(key)
-      if (seen === undefined) {
-        seen = new Set()
-        outcomesSeen.set(key, seen)
-      }
-      seen.add(outcome)
       if (durationMs !== undefined) durations.observe({ tenant: tenantId }, durationMs / 1000)
     },
     observeSandbox(read) {
       sandbox = read
     },
-    removeFunction(tenantId, name) {
-      const key = `${tenantId}\u0000${name}`
-      for (const outcome of outcomesSeen.get(key) ?? [])
-        invocations.remove({ tenant: tenantId, function: name, outcome })
-      outcomesSeen.delete(key)
+    removeFunction(tenantId, name, outcomes) {
+      for (const outcome of outcomes) invocations.remove({ tenant: tenantId, function: name, outcome })
     },
     removeTenant(tenantId) {
       tenants.delete(tenantId)

@@ -19,7 +19,7 @@ import * as vm from 'node:vm'
 import mqtt from 'mqtt'
 import { GUEST_SKETCH } from '../../sandbox/guest-sketch.ts'
 import { createTenantSandbox, createWorkerPool, type TenantSandbox } from '../../sandbox/index.ts'
-import { percentiles } from './_stats.ts'
+import { median, percentiles } from './_stats.ts'
 
 const MB = 1024 * 1024
 const BIN = resolve(import.meta.dirname, '../../bin/taureau')
@@ -343,14 +343,6 @@ async function latencyFigures() {
     await once(gateway.child, 'exit')
     rmSync(dataDir, { recursive: true, force: true })
   }
-}
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
 }
 
 async function main() {

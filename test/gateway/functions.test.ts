@@ -710,6 +710,7 @@ describe('functions', () => {
     await gw.api('DELETE', '/tenants/acme/functions/f')
     const text = await reading // the stream ends: text() resolves
     expect(text).toMatch(/event: end\ndata: the function was removed/)
+    expect(await metricsText(gw)).not.toMatch(/taureau_function_invocations_total\{[^}]*function="f"/)
     await deploy(gw, 'acme', { name: 'f', source: DOUBLE, triggers: [{ topic: 'nothing' }] })
     const fresh = gw.functions.view('acme', 'f')
     expect(fresh.stats).toMatchObject({ invocations: 0, errors: 0 })
