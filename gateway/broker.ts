@@ -406,18 +406,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return
       }
       packet.topic = tenant.prefix + topic
-      capRetained(tenant, packet)
-      if (messageHandler !== null) {
-        handOver({
-          tenantId: tenant.id,
-          topic,
-          payload: packet.payload as Buffer,
-          qos: packet.qos,
-          retain: packet.retain,
-          deviceId: session.deviceId,
-          receivedAt: now(),
-        })
-      }
+      accept(tenant, packet, session.deviceId)
       tenant.counters.messagesIn++
       tenant.counters.bytesIn += bytes
       if (waitMs === 0) callback(null)
@@ -535,49 +524,45 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
    * nowhere instead. Refusing with an error would make aedes retry a stored will forever.
    */
   function authorizeWill(client: GatewayClient | null, packet: PublishPacket): void {
-    let allowed: boolean
+    const tenant = willTenant(client, packet)
+    if (tenant === undefined) routeNowhere(packet)
+    else accept(tenant, packet, client?.[SESSION]?.deviceId ?? null)
+  }
+
+  /** The tenant a will (topic mounted) may be published in; undefined when it may not be. */
+  function willTenant(client: GatewayClient | null, packet: PublishPacket): TenantState | undefined {
     if (client === null) {
       const slash = packet.topic.indexOf('/')
-      allowed = slash > 0 && tenants.has(packet.topic.slice(0, slash))
-    } else {
-      const session = client[SESSION]
-      const tenant = session?.tenant
-      allowed =
-        session !== undefined &&
-        tenant !== undefined &&
-        tenants.get(tenant.id) === tenant &&
-        packet.topic.startsWith(tenant.prefix) &&
-        (session.acl === null || session.acl.publish(packet.topic.slice(tenant.prefix.length)))
+      return slash > 0 ? tenants.get(packet.topic.slice(0, slash)) : undefined
     }
-    if (!allowed) {
-      routeNowhere(packet)
-      return
-    }
-    const tenant = tenants.get(packet.topic.slice(0, packet.topic.indexOf('/')))
-    if (tenant === undefined) return
+    const session = client[SESSION]
+    const tenant = session?.tenant
+    if (session === undefined || tenant === undefined || tenants.get(tenant.id) !== tenant) return undefined
+    if (!packet.topic.startsWith(tenant.prefix)) return undefined
+    const allowed = session.acl === null || session.acl.publish(packet.topic.slice(tenant.prefix.length))
+    return allowed ? tenant : undefined
+  }
+
+  /**
+   * What happens to every message the broker lets through (its topic mounted): the retained bound,
+   * then the functions. Whatever goes wrong in the functions is logged and stays there: it must
+   * not fail the device's publish nor reach aedes, which would end the process.
+   */
+  function accept(tenant: TenantState, packet: PublishPacket, deviceId: string | null): void {
     capRetained(tenant, packet)
-    if (messageHandler !== null) {
-      handOver({
+    if (messageHandler === null) return
+    try {
+      messageHandler({
         tenantId: tenant.id,
         topic: packet.topic.slice(tenant.prefix.length),
         payload: packet.payload as Buffer,
         qos: packet.qos,
         retain: packet.retain,
-        deviceId: client?.[SESSION]?.deviceId ?? null,
+        deviceId,
         receivedAt: now(),
       })
-    }
-  }
-
-  /**
-   * Gives an accepted message to the functions. Whatever goes wrong there is logged and stays
-   * there: it must not fail the device's publish nor reach aedes, which would end the process.
-   */
-  function handOver(message: BrokerMessage): void {
-    try {
-      messageHandler?.(message)
     } catch (error) {
-      logger.error({ err: error, tenant: message.tenantId }, 'cannot hand a message to the functions')
+      logger.error({ err: error, tenant: tenant.id }, 'cannot hand a message to the functions')
     }
   }
 
