@@ -265,9 +265,11 @@ async function startGatewayChild(dataDir: string) {
 
 /**
  * Latency from a device's publish to the function's output at a fixed rate (QoS 0), and, for the
- * same messages, from the publish to their direct delivery to a subscriber (the peer).
+ * same messages, from the publish to their direct delivery to a subscriber (the peer). Without
+ * `withFunction`, only the direct delivery, by a gateway with no function: what the machine, the
+ * load generator and the broker alone add.
  */
-async function latencyFigures() {
+async function latencyFigures(withFunction: boolean) {
   const dataDir = mkdtempSync(join(tmpdir(), 'taureau-fn-bench-'))
   const gateway = await startGatewayChild(dataDir)
   try {
@@ -277,12 +279,13 @@ async function latencyFigures() {
     })
     const pub = (await gateway.api('POST', '/tenants/bench/devices', { id: 'pub' })) as { secret: string }
     const sub = (await gateway.api('POST', '/tenants/bench/devices', { id: 'sub' })) as { secret: string }
-    await gateway.api('POST', '/tenants/bench/functions', {
-      name: 'pass',
-      source: 'export default { onMessage(msg) { return msg.payload } }',
-      triggers: [{ topic: 'sensors/#' }],
-      output: 'out/pass',
-    })
+    if (withFunction)
+      await gateway.api('POST', '/tenants/bench/functions', {
+        name: 'pass',
+        source: 'export default { onMessage(msg) { return msg.payload } }',
+        triggers: [{ topic: 'sensors/#' }],
+        output: 'out/pass',
+      })
     const url = `mqtt://127.0.0.1:${gateway.mqttPort}`
     const connect = (username: string, password: string) =>
       mqtt.connectAsync(url, { username, password, reconnectPeriod: 0, protocolVersion: 4 })
@@ -322,7 +325,8 @@ async function latencyFigures() {
     measuring = true
     await publishFor(LATENCY_SECONDS)
     const deadline = performance.now() + 5000
-    while ((functionCount < total || directCount < total) && performance.now() < deadline) await sleep(20)
+    const pending = () => (withFunction && functionCount < total) || directCount < total
+    while (pending() && performance.now() < deadline) await sleep(20)
     measuring = false
     await publisher.endAsync()
     await subscriber.endAsync()
@@ -376,8 +380,10 @@ async function main() {
   const poolBackToBack = await poolColdStart(0)
   log(JSON.stringify({ poolSpaced, poolBackToBack }))
   log('latency through a gateway child')
-  const latency = await latencyFigures()
+  const latency = await latencyFigures(true)
   log(JSON.stringify(latency))
+  const baseline = await latencyFigures(false)
+  log(JSON.stringify(baseline))
 
   const rows = Object.entries(throughput).map(([name, { sandbox, host, hostJson }]) => ({
     handler: name,
@@ -406,6 +412,7 @@ async function main() {
     poolSpaced,
     poolBackToBack,
     latency,
+    baseline,
   }
   const dir = resolve(flags['results-dir'] as string)
   mkdirSync(dir, { recursive: true })
@@ -452,14 +459,18 @@ async function main() {
   )
   out('')
   out(
-    `| ${RATE} msg/s for ${LATENCY_SECONDS} s, QoS 0 | through a function (in -> output) | delivered directly (peer) |`,
+    `| ${RATE} msg/s for ${LATENCY_SECONDS} s, QoS 0 | through a function (in -> output) | delivered directly (peer) | delivered directly, no function deployed |`,
   )
-  out('|---|---|---|')
+  out('|---|---|---|---|')
   out(
-    `| received | ${latency.functionReceived} / ${latency.messages} | ${latency.directReceived} / ${latency.messages} |`,
+    `| received | ${latency.functionReceived} / ${latency.messages} | ${latency.directReceived} / ${latency.messages} | ${baseline.directReceived} / ${baseline.messages} |`,
   )
-  out(`| p50 | ${latency.functionP50Ms.toFixed(2)} ms | ${latency.directP50Ms.toFixed(2)} ms |`)
-  out(`| p99 | ${latency.functionP99Ms.toFixed(2)} ms | ${latency.directP99Ms.toFixed(2)} ms |`)
+  out(
+    `| p50 | ${latency.functionP50Ms.toFixed(2)} ms | ${latency.directP50Ms.toFixed(2)} ms | ${baseline.directP50Ms.toFixed(2)} ms |`,
+  )
+  out(
+    `| p99 | ${latency.functionP99Ms.toFixed(2)} ms | ${latency.directP99Ms.toFixed(2)} ms | ${baseline.directP99Ms.toFixed(2)} ms |`,
+  )
   log(`results in ${file}`)
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest'
 import { createTenantSandbox, SandboxError } from '../../sandbox/index.ts'
+import { prepareSandboxInstance } from '../../sandbox/tenant-sandbox.ts'
 
 const MB = 1024 * 1024
 const info = { name: 'fn', version: 1, config: { factor: 2 }, now: 1_700_000_000_000 }
@@ -122,6 +123,34 @@ describe('createTenantSandbox()', () => {
       ['onMessage'],
     )
     expect(errorOf(() => sandbox.invoke('spam', 'onMessage', [{}], info, 100)).code).toBe('bad_output')
+  })
+
+  test("the first function takes the instance's booted runtime with its own limits; the next ones boot their own", async () => {
+    const instance = await prepareSandboxInstance(32 * MB)
+    using sandbox = await createTenantSandbox({
+      tenantId: 'acme',
+      memoryLimitBytes: 32 * MB,
+      compileDeadlineMs: 50,
+      instance,
+    })
+    // The booted runtime had no interrupt handler while the bootstrap ran; the function's has one.
+    expect(
+      errorOf(() => sandbox.compile('loop', 'for (;;) {}\nexport default { onMessage() {} }', ['onMessage'])),
+    ).toMatchObject({
+      code: 'invalid_function',
+      message: "Cannot deploy function 'loop' as its top level ran past the 50 ms compile deadline",
+    })
+    const source = `let calls = 0
+      export default { onMessage(m, ctx) { calls++; return [calls, ctx.tenant, ctx.name, typeof globalThis.bootstrap] } }`
+    sandbox.compile('a', source, ['onMessage'])
+    sandbox.compile('b', source, ['onMessage'])
+    expect(sandbox.invoke('a', 'onMessage', [{}], info, 100).value).toEqual([1, 'acme', 'fn', 'undefined'])
+    expect(sandbox.invoke('a', 'onMessage', [{}], info, 100).value).toEqual([2, 'acme', 'fn', 'undefined'])
+    expect(sandbox.invoke('b', 'onMessage', [{}], info, 100).value).toEqual([1, 'acme', 'fn', 'undefined'])
+    // An instance serves one tenant only.
+    await expect(
+      createTenantSandbox({ tenantId: 'other', memoryLimitBytes: 32 * MB, instance }),
+    ).rejects.toThrow(/instance is taken/)
   })
 
   test('a memory limit under 32 MiB is a RangeError', async () => {
