@@ -7,7 +7,7 @@ import { z } from 'zod'
 import { aclRulesSchema } from './acl.ts'
 import { mountFunctionRoutes } from './api-functions.ts'
 import type { Broker } from './broker.ts'
-import { type Quotas, quotaOverridesSchema } from './config.ts'
+import { type QuotaOverrides, type Quotas, quotaOverridesSchema } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, type GatewayErrorCode, quote } from './errors.ts'
 import type { FunctionStore } from './function-store.ts'
 import type { Functions } from './functions.ts'
@@ -354,11 +354,8 @@ export async function parseBody<T extends z.ZodType>(c: Context<Env>, schema: T)
   return result.data
 }
 
-function definedOnly(values: Record<string, number | undefined>): Record<string, number> {
-  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Record<
-    string,
-    number
-  >
+function definedOnly(values: QuotaOverrides): QuotaOverrides {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined))
 }
 
 /** The SHA-256 of an API token as stored: tokens are random, so a fast hash is enough. */

@@ -139,20 +139,39 @@ const QUOTA_OPTIONS = [
   ['--max-functions <n>', 'maxFunctions', 'functions deployed'],
   ['--max-function-memory-mb <n>', 'maxFunctionMemoryMb', 'largest memory limit of a function, MiB'],
   ['--max-function-timeout-ms <n>', 'maxFunctionTimeoutMs', 'longest deadline of an invocation, ms'],
+  ['--max-state-keys <n>', 'maxStateKeys', 'function state keys kept'],
+  ['--max-state-bytes <n>', 'maxStateBytes', 'function state bytes kept'],
+  ['--outbox-bytes <n>', 'outboxBytes', 'outbox bytes waiting for the uplink'],
+  ['--outbox-ttl-ms <n>', 'outboxTtlMs', 'longest wait of an outbox record, ms'],
 ] as const
 
 function withQuotaOptions(command: Command): Command {
   for (const [flag, , help] of QUOTA_OPTIONS) command.option(flag, help, countArg)
+  command.option(
+    '--outbox-policy <policy>',
+    'at the outbox bound: refuse, drop-oldest or drop-lowest-priority',
+  )
+  command.option(
+    '--outbox-priority <stream=n>',
+    'priority of an outbox stream (repeatable; higher is kept longer)',
+    (value: string, previous: Record<string, number> = {}) => {
+      const match = /^([^=]+)=(-?\d+)$/.exec(value)
+      if (match === null) throw new InvalidArgumentError('expected STREAM=N, N an integer')
+      return { ...previous, [match[1] as string]: Number(match[2]) }
+    },
+  )
   return command
 }
 
 /** The quota values given as options, keyed as the API names them. */
-function quotasFromFlags(flags: Record<string, unknown>): Record<string, number> {
-  const quotas: Record<string, number> = {}
+function quotasFromFlags(flags: Record<string, unknown>): Record<string, unknown> {
+  const quotas: Record<string, unknown> = {}
   for (const [, key] of QUOTA_OPTIONS) {
     const value = flags[key]
     if (typeof value === 'number') quotas[key] = value
   }
+  if (typeof flags.outboxPolicy === 'string') quotas.outboxPolicy = flags.outboxPolicy
+  if (flags.outboxPriority !== undefined) quotas.outboxStreamPriorities = flags.outboxPriority
   return quotas
 }
 
@@ -204,16 +223,19 @@ withQuotaOptions(
     flags,
     async (target) => {
       if (Object.keys(given).length === 0) return callApi(target, 'GET', path)
-      const current = (await callApi(target, 'GET', path)) as { quotaOverrides: Record<string, number> }
+      const current = (await callApi(target, 'GET', path)) as { quotaOverrides: Record<string, unknown> }
       return callApi(target, 'PUT', path, { ...current.quotaOverrides, ...given })
     },
     (result) => {
       const { quotas, quotaOverrides } = result as {
-        quotas: Record<string, number>
-        quotaOverrides: Record<string, number>
+        quotas: Record<string, unknown>
+        quotaOverrides: Record<string, unknown>
       }
       return Object.entries(quotas)
-        .map(([key, value]) => `${key}: ${value}${key in quotaOverrides ? '' : ' (default)'}`)
+        .map(
+          ([key, value]) =>
+            `${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}${key in quotaOverrides ? '' : ' (default)'}`,
+        )
         .join('\n')
     },
   )

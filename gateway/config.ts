@@ -30,6 +30,38 @@ const quotaFields = {
   maxFunctionMemoryMb: z.number().int().min(1).max(4096),
   /** Longest CPU deadline one of the tenant's functions may ask for, in ms. */
   maxFunctionTimeoutMs: z.number().int().min(1).max(600_000),
+  /** Keys of function state the tenant may keep, all namespaces together. */
+  maxStateKeys: z.number().int().min(0).max(100_000_000),
+  /** Bytes of function state (keys and JSON values) the tenant may keep. */
+  maxStateBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024 * 1024),
+  /** Bytes of records the tenant may have waiting in the outbox for the uplink. */
+  outboxBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(1024 * 1024 * 1024 * 1024),
+  /** How long an outbox record may wait for the uplink before it is dropped (`ttl`), in ms. */
+  outboxTtlMs: z
+    .number()
+    .int()
+    .min(1000)
+    .max(10 * 365 * 24 * 3600 * 1000),
+  /**
+   * What happens when a record would take the outbox past `outboxBytes`: `refuse` fails the
+   * invocation that emits it (the message is retried, then kept as a dead letter); `drop-oldest`
+   * drops the oldest records; `drop-lowest-priority` drops the oldest of the lowest priority
+   * first, and refuses a record whose own priority is lower than all that it would displace.
+   */
+  outboxPolicy: z.enum(['refuse', 'drop-oldest', 'drop-lowest-priority']),
+  /** Priority per outbox stream (higher is kept longer); streams not named have priority 0. */
+  outboxStreamPriorities: z.record(
+    z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'stream names are 1-64 letters, digits, ., _ or -'),
+    z.number().int().min(-1000).max(1000),
+  ),
 }
 
 /** Per-tenant quotas: the bounds a tenant's devices share. Also the defaults for new tenants. */
@@ -44,6 +76,12 @@ export const quotasSchema = z
     maxFunctions: quotaFields.maxFunctions.default(50),
     maxFunctionMemoryMb: quotaFields.maxFunctionMemoryMb.default(32),
     maxFunctionTimeoutMs: quotaFields.maxFunctionTimeoutMs.default(5_000),
+    maxStateKeys: quotaFields.maxStateKeys.default(10_000),
+    maxStateBytes: quotaFields.maxStateBytes.default(16 * 1024 * 1024),
+    outboxBytes: quotaFields.outboxBytes.default(64 * 1024 * 1024),
+    outboxTtlMs: quotaFields.outboxTtlMs.default(7 * 24 * 3600 * 1000),
+    outboxPolicy: quotaFields.outboxPolicy.default('refuse'),
+    outboxStreamPriorities: quotaFields.outboxStreamPriorities.default({}),
   })
   .strict()
 
@@ -59,11 +97,19 @@ export const quotaOverridesSchema = z
     maxFunctions: quotaFields.maxFunctions.optional(),
     maxFunctionMemoryMb: quotaFields.maxFunctionMemoryMb.optional(),
     maxFunctionTimeoutMs: quotaFields.maxFunctionTimeoutMs.optional(),
+    maxStateKeys: quotaFields.maxStateKeys.optional(),
+    maxStateBytes: quotaFields.maxStateBytes.optional(),
+    outboxBytes: quotaFields.outboxBytes.optional(),
+    outboxTtlMs: quotaFields.outboxTtlMs.optional(),
+    outboxPolicy: quotaFields.outboxPolicy.optional(),
+    outboxStreamPriorities: quotaFields.outboxStreamPriorities.optional(),
   })
   .strict()
 
 /** Validated tenant quotas. */
 export type Quotas = z.output<typeof quotasSchema>
+/** A tenant's own quota values, as validated. */
+export type QuotaOverrides = z.output<typeof quotaOverridesSchema>
 
 /** The gateway's configuration schema: one schema for the YAML file, env variables and flags. */
 export const configSchema = z

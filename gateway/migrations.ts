@@ -100,4 +100,53 @@ export const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
       CREATE INDEX outbox_by_tenant ON outbox (tenant_id, seq);
     `)
   },
+  // 4: the journal (messages that trigger functions, written before the broker acknowledges them,
+  // and the work still owed on each) and function state.
+  (db) => {
+    db.exec(`
+      CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        device_id TEXT,
+        received_at INTEGER NOT NULL,
+        hops INTEGER NOT NULL
+      ) STRICT;
+      CREATE TABLE inbox_work (
+        seq INTEGER NOT NULL REFERENCES inbox (seq) ON DELETE CASCADE,
+        tenant_id TEXT NOT NULL,
+        function TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, function, seq)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX inbox_work_by_seq ON inbox_work (seq);
+      CREATE TABLE publish_ids (
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        client_id TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        connection INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, client_id, packet_id)
+      ) STRICT, WITHOUT ROWID;
+      CREATE TABLE state (
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        expires_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, namespace, key)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX state_by_expiry ON state (expires_at) WHERE expires_at IS NOT NULL;
+      CREATE TABLE state_leases (
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        namespace TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, namespace)
+      ) STRICT, WITHOUT ROWID;
+    `)
+  },
 ]

@@ -1,5 +1,6 @@
 import { chmodSync } from 'node:fs'
 import Database from 'better-sqlite3'
+import type { QuotaOverrides } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import { MIGRATIONS } from './migrations.ts'
 
@@ -7,7 +8,7 @@ import { MIGRATIONS } from './migrations.ts'
 export interface TenantRecord {
   id: string
   createdAt: number
-  quotaOverrides: Record<string, number>
+  quotaOverrides: QuotaOverrides
 }
 
 /** A device row; the secret is kept only as an Argon2id hash. */
@@ -60,8 +61,8 @@ export interface Store {
   listTenants(): TenantRecord[]
   getTenant(tenantId: string): TenantRecord | undefined
   /** Throws `conflict` when the tenant exists. */
-  createTenant(tenantId: string, quotaOverrides?: Record<string, number>): TenantRecord
-  setQuotaOverrides(tenantId: string, quotaOverrides: Record<string, number>): TenantRecord
+  createTenant(tenantId: string, quotaOverrides?: QuotaOverrides): TenantRecord
+  setQuotaOverrides(tenantId: string, quotaOverrides: QuotaOverrides): TenantRecord
   /** Deletes the tenant with its devices and rules; returns false when there was none. */
   deleteTenant(tenantId: string): boolean
   listDevices(tenantId: string): DeviceRecord[]
@@ -168,7 +169,7 @@ export function createStore(options: StoreOptions): Store {
   const toTenant = (row: TenantRow): TenantRecord => ({
     id: row.id,
     createdAt: row.created_at,
-    quotaOverrides: JSON.parse(row.quota_overrides) as Record<string, number>,
+    quotaOverrides: JSON.parse(row.quota_overrides) as QuotaOverrides,
   })
   const toDevice = (row: DeviceRow): DeviceRecord => ({
     tenantId: row.tenant_id,
