@@ -1,18 +1,29 @@
 import type { Context, Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
+import { z } from 'zod'
 import { type Env, parseBody } from './api.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import { deploySchema, invokeSchema, rollbackSchema } from './function-spec.ts'
 import type { FunctionStore, FunctionVersion } from './function-store.ts'
 import type { Functions, LogLine } from './functions.ts'
+import type { Outbox } from './outbox.ts'
 
 /** What the function routes need from the API. */
 interface FunctionRouteOptions {
   runtime: Functions
   store: FunctionStore
+  outbox: Outbox
   /** The `:tenant` path parameter, checked against the caller's token and the store. */
   tenantParam(c: Context<Env>): string
 }
+
+/** What `POST .../dead-letters/replay` takes: ids, or all of one function's, or all of the tenant's. */
+const replaySchema = z
+  .object({
+    ids: z.array(z.number().int().min(1)).min(1).max(10_000).optional(),
+    function: z.string().min(1).max(128).optional(),
+  })
+  .strict()
 
 /** Idle SSE connections get a comment this often, so proxies and clients keep them open. */
 const SSE_HEARTBEAT_MS = 15_000
@@ -155,6 +166,12 @@ export function mountFunctionRoutes(api: Hono<Env>, options: FunctionRouteOption
       })),
     })
   })
+  api.post('/tenants/:tenant/dead-letters/replay', async (c) => {
+    const tenantId = tenantParam(c)
+    const body = await parseBody(c, replaySchema)
+    const result = await runtime.replayDeadLetters(tenantId, { name: body.function, ids: body.ids })
+    return c.json(result)
+  })
   api.delete('/tenants/:tenant/dead-letters', (c) => {
     const tenantId = tenantParam(c)
     return c.json({ purged: store.purgeDeadLetters(tenantId, c.req.query('function')) })
@@ -163,9 +180,24 @@ export function mountFunctionRoutes(api: Hono<Env>, options: FunctionRouteOption
     const tenantId = tenantParam(c)
     const after = integerQuery(c, 'after', 0, Number.MAX_SAFE_INTEGER)
     const limit = integerQuery(c, 'limit', 100, 1000)
-    const records = store.outbox(tenantId, after, limit)
+    const records = options.outbox.list(tenantId, after, limit)
     return c.json({
-      records: records.map((record) => ({ ...record, createdAt: new Date(record.createdAt).toISOString() })),
+      records: records.map((record) => ({
+        ...record,
+        createdAt: new Date(record.createdAt).toISOString(),
+        expiresAt: new Date(record.expiresAt).toISOString(),
+      })),
+      usage: options.outbox.usage(tenantId),
+    })
+  })
+  api.get('/tenants/:tenant/outbox/drops', (c) => {
+    const tenantId = tenantParam(c)
+    const before = integerQuery(c, 'before', Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
+    const limit = integerQuery(c, 'limit', 100, 1000)
+    return c.json({
+      drops: options.outbox
+        .drops(tenantId, limit, before)
+        .map((drop) => ({ ...drop, at: new Date(drop.at).toISOString() })),
     })
   })
 }

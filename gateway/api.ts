@@ -6,6 +6,7 @@ import { HTTPException } from 'hono/http-exception'
 import { z } from 'zod'
 import { aclRulesSchema } from './acl.ts'
 import { mountFunctionRoutes } from './api-functions.ts'
+import { mountStateRoutes, type StateApiOptions } from './api-state.ts'
 import type { Broker } from './broker.ts'
 import { type QuotaOverrides, type Quotas, quotaOverridesSchema } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, type GatewayErrorCode, quote } from './errors.ts'
@@ -13,6 +14,7 @@ import type { FunctionStore } from './function-store.ts'
 import type { Functions } from './functions.ts'
 import type { Metrics } from './metrics.ts'
 import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
+import type { Outbox } from './outbox.ts'
 import type { PasswordHasher } from './password-hasher.ts'
 import { generateSecret } from './password-hasher.ts'
 import { MAX_JSON_DEPTH, valueDepth } from './payload.ts'
@@ -51,8 +53,10 @@ export interface ApiOptions {
   maxBodyBytes: number
   /** Serve `/metrics` without a token. */
   publicMetrics?: boolean
+  /** Function state: its routes are always served, on this store unless the functions share theirs. */
+  state?: StateApiOptions
   /** Tenant functions; their routes are served when given. */
-  functions?: { runtime: Functions; store: FunctionStore }
+  functions?: { runtime: Functions; store: FunctionStore; outbox: Outbox }
 }
 
 /** The Hono environment of the API: the caller's token. */
@@ -305,6 +309,12 @@ export function createApi(options: ApiOptions): Hono<Env> {
     return c.json({ rules: store.listAclRules(tenantId, device.deviceId) })
   })
 
+  mountStateRoutes(api, {
+    ...options.state,
+    db: store.db,
+    tenantParam,
+    quotasOf: (tenantId) => effectiveQuotas(store.getTenant(tenantId) as TenantRecord),
+  })
   if (options.functions !== undefined) {
     mountFunctionRoutes(api, { ...options.functions, tenantParam })
   }

@@ -13,6 +13,7 @@ import type { ConnectRefusal, DropReason, Metrics, TenantCounters } from './metr
 import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
 import { installPacketGuard } from './packet-guard.ts'
 import type { PasswordHasher } from './password-hasher.ts'
+import type { PublishConnection, PublishSource } from './publish-ids.ts'
 import type { AclRuleRecord, Store } from './store.ts'
 import { filterCovers } from './topic-filter.ts'
 
@@ -34,6 +35,8 @@ export interface BrokerOptions {
   /** Longest a QoS 1/2 publish over the tenant's rate waits for a token before the device is disconnected. */
   maxThrottleWaitMs?: number
   now?: () => number
+  /** A record per device connection, for telling a device's resends from new messages. */
+  newConnection?: () => PublishConnection
 }
 
 /** A message the broker accepted, as the tenant sees it: for the functions' triggers. */
@@ -48,10 +51,16 @@ export interface BrokerMessage {
   deviceId: string | null
   /** When the broker accepted it, ms since the epoch. */
   receivedAt: number
+  /** The client, packet id and connection of a device's QoS 1/2 message. */
+  source?: PublishSource
 }
 
-/** Called for every message the broker accepts, before it is acknowledged or delivered. */
-export type MessageHandler = (message: BrokerMessage) => void
+/**
+ * Called for every message the broker accepts, before it is acknowledged or delivered. The broker
+ * acknowledges the message (and delivers it) once `done(null)` is called; `done(error)` refuses it:
+ * the device is disconnected without an acknowledgement and sends it again after reconnecting.
+ */
+export type MessageHandler = (message: BrokerMessage, done: (error: Error | null) => void) => void
 
 /** Where the broker listens. */
 export interface BrokerAddress {
@@ -122,6 +131,7 @@ interface Session {
   deviceId: string
   anonymous: boolean
   acl: Acl | null
+  connection: PublishConnection | undefined
 }
 
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
@@ -339,19 +349,29 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               callback(refuse(pending, 'will_denied', 5, 'Cannot connect as the will is not allowed'), false)
               return
             }
-            client[SESSION] = { tenant, deviceId: pending.deviceId, anonymous: pending.anonymous, acl }
+            if (!pending.anonymous) {
+              try {
+                if (!client.clean) store.recordDeviceSession(tenant.id, pending.deviceId, client.id)
+              } catch (error) {
+                // The device still connects (the journal refuses what it cannot store); only the
+                // removal of this session with the device is lost, and the session quota bounds it.
+                logger.error({ err: error, tenant: tenant.id }, 'cannot record a persistent session')
+              }
+              seen(tenant.id, pending.deviceId)
+            }
+            client[SESSION] = {
+              tenant,
+              deviceId: pending.deviceId,
+              anonymous: pending.anonymous,
+              acl,
+              connection: options.newConnection?.(),
+            }
             tenant.clients.add(client)
             tenant.counters.connections = tenant.clients.size
-            if (!pending.anonymous) {
-              store.markDeviceSeen(tenant.id, pending.deviceId)
-              if (!client.clean) store.recordDeviceSession(tenant.id, pending.deviceId, client.id)
-            }
             client.conn.once('close', () => {
               tenant.clients.delete(client)
               tenant.counters.connections = tenant.clients.size
-              if (!pending.anonymous && tenants.get(tenant.id) === tenant) {
-                store.markDeviceSeen(tenant.id, pending.deviceId)
-              }
+              if (!pending.anonymous && tenants.get(tenant.id) === tenant) seen(tenant.id, pending.deviceId)
             })
             callback(null, true)
           },
@@ -372,8 +392,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
     authorizePublish(client: GatewayClient | null, packet: PublishPacket, callback) {
       if (client === null || packet === client.will) {
-        authorizeWill(client, packet)
-        callback(null)
+        authorizeWill(client, packet, callback)
         return
       }
       const session = client[SESSION]
@@ -406,11 +425,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return
       }
       packet.topic = tenant.prefix + topic
-      accept(tenant, packet, session.deviceId)
       tenant.counters.messagesIn++
       tenant.counters.bytesIn += bytes
-      if (waitMs === 0) callback(null)
-      else setTimeout(callback, waitMs, null)
+      const source =
+        packet.qos > 0 && session.connection !== undefined && typeof packet.messageId === 'number'
+          ? { clientId: client.id, packetId: packet.messageId, connection: session.connection }
+          : undefined
+      accept(tenant, packet, session.deviceId, source, (error) => {
+        if (error !== null || waitMs === 0) callback(error)
+        else setTimeout(callback, waitMs, null)
+      })
     },
 
     authorizeSubscribe(client: GatewayClient, sub: Subscription, callback) {
@@ -523,10 +547,27 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
    * an earlier run (`client` null) or one of a device whose tenant or rules changed is routed
    * nowhere instead. Refusing with an error would make aedes retry a stored will forever.
    */
-  function authorizeWill(client: GatewayClient | null, packet: PublishPacket): void {
+  function authorizeWill(
+    client: GatewayClient | null,
+    packet: PublishPacket,
+    callback: (error: Error | null) => void,
+  ): void {
     const tenant = willTenant(client, packet)
-    if (tenant === undefined) routeNowhere(packet)
-    else accept(tenant, packet, client?.[SESSION]?.deviceId ?? null)
+    if (tenant === undefined) {
+      routeNowhere(packet)
+      callback(null)
+      return
+    }
+    accept(tenant, packet, client?.[SESSION]?.deviceId ?? null, undefined, (error) => {
+      if (error === null) {
+        callback(null)
+        return
+      }
+      // Refusing a will would make aedes try a stored one again forever: it goes nowhere instead.
+      logger.warn({ err: error, tenant: tenant.id }, 'a will could not be journaled and was not published')
+      routeNowhere(packet)
+      callback(null)
+    })
   }
 
   /** The tenant a will (topic mounted) may be published in; undefined when it may not be. */
@@ -545,24 +586,54 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   /**
    * What happens to every message the broker lets through (its topic mounted): the retained bound,
-   * then the functions. Whatever goes wrong in the functions is logged and stays there: it must
-   * not fail the device's publish nor reach aedes, which would end the process.
+   * then the functions (which journal it), and `done` when it may be acknowledged. A failure of the
+   * handler itself is logged and the message refused: it must not reach aedes, which would end the
+   * process, nor be acknowledged when it may not have been stored.
    */
-  function accept(tenant: TenantState, packet: PublishPacket, deviceId: string | null): void {
+  function accept(
+    tenant: TenantState,
+    packet: PublishPacket,
+    deviceId: string | null,
+    source: PublishSource | undefined,
+    done: (error: Error | null) => void,
+  ): void {
     capRetained(tenant, packet)
-    if (messageHandler === null) return
+    if (messageHandler === null) {
+      done(null)
+      return
+    }
+    let answered = false
+    const once = (error: Error | null) => {
+      if (answered) return
+      answered = true
+      done(error)
+    }
     try {
-      messageHandler({
-        tenantId: tenant.id,
-        topic: packet.topic.slice(tenant.prefix.length),
-        payload: packet.payload as Buffer,
-        qos: packet.qos,
-        retain: packet.retain,
-        deviceId,
-        receivedAt: now(),
-      })
+      messageHandler(
+        {
+          tenantId: tenant.id,
+          topic: packet.topic.slice(tenant.prefix.length),
+          payload: packet.payload as Buffer,
+          qos: packet.qos,
+          retain: packet.retain,
+          deviceId,
+          receivedAt: now(),
+          ...(source === undefined ? {} : { source }),
+        },
+        once,
+      )
     } catch (error) {
       logger.error({ err: error, tenant: tenant.id }, 'cannot hand a message to the functions')
+      once(new Error('Cannot accept the publish as the gateway failed to take it'))
+    }
+  }
+
+  /** Records when a device was last seen; a store that refuses the write only loses that time. */
+  function seen(tenantId: string, deviceId: string): void {
+    try {
+      store.markDeviceSeen(tenantId, deviceId)
+    } catch (error) {
+      logger.warn({ err: error, tenant: tenantId, device: deviceId }, 'cannot record when a device was seen')
     }
   }
 

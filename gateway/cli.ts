@@ -344,7 +344,9 @@ const describeTriggers = (triggers: FunctionView['triggers']): string =>
         ? trigger.topic
         : 'every' in trigger
           ? `every ${trigger.every}`
-          : `cron ${trigger.cron}${trigger.timezone === undefined ? '' : ` (${trigger.timezone})`}`,
+          : 'state' in trigger
+            ? `state ${trigger.state}`
+            : `cron ${trigger.cron}${trigger.timezone === undefined ? '' : ` (${trigger.timezone})`}`,
     )
     .join(', ')
 /** A kept version as the API lists it. */
@@ -393,6 +395,11 @@ apiCommand(fn, 'deploy', 'deploy a function from a JavaScript file (a new versio
   .option('--trigger <filter>', 'run on messages matching this MQTT topic filter (repeatable)', collect)
   .option('--every <duration>', "run onSchedule every interval, e.g. '10s', '5m' (repeatable)", collect)
   .option('--cron <expression>', 'run onSchedule on a cron schedule (repeatable)', collect)
+  .option(
+    '--on-state <namespace>',
+    'run onState on changes to this shared state namespace and those below it (repeatable)',
+    collect,
+  )
   .option('--timezone <zone>', "IANA time zone of the --cron schedules (default UTC), e.g. 'Europe/Paris'")
   .option('--output <topic>', "publish onMessage's return value to this topic")
   .option('--memory <mb>', 'memory limit, MiB', countArg)
@@ -408,6 +415,7 @@ apiCommand(fn, 'deploy', 'deploy a function from a JavaScript file (a new versio
         trigger?: string[]
         every?: string[]
         cron?: string[]
+        onState?: string[]
         timezone?: string
         output?: string
         memory?: number
@@ -422,6 +430,7 @@ apiCommand(fn, 'deploy', 'deploy a function from a JavaScript file (a new versio
         ...(flags.cron ?? []).map((cron) =>
           flags.timezone === undefined ? { cron } : { cron, timezone: flags.timezone },
         ),
+        ...(flags.onState ?? []).map((state) => ({ state })),
       ]
       if (flags.timezone !== undefined && (flags.cron ?? []).length === 0) {
         throw new ApiError(
@@ -432,7 +441,7 @@ apiCommand(fn, 'deploy', 'deploy a function from a JavaScript file (a new versio
       }
       if (triggers.length === 0) {
         throw new ApiError(
-          'Cannot deploy without a trigger: give --trigger, --every or --cron',
+          'Cannot deploy without a trigger: give --trigger, --every, --cron or --on-state',
           0,
           'invalid_input',
         )
@@ -642,7 +651,9 @@ apiCommand(fn, 'logs', "print a function's recent log lines; --follow streams ne
     })
   })
 
-const deadLetters = program.command('dead-letters').description("list or purge a tenant's dead letters")
+const deadLetters = program
+  .command('dead-letters')
+  .description("list, replay or purge a tenant's dead letters")
 apiCommand(deadLetters, 'list', 'list the newest dead letters')
   .argument('<tenant>', 'tenant id')
   .option('--function <name>', 'only those of one function')
@@ -676,6 +687,131 @@ apiCommand(deadLetters, 'purge', 'delete dead letters')
       (result) => `purged ${(result as { purged: number }).purged} dead letters`,
     )
   })
+apiCommand(deadLetters, 'replay', "run dead letters again on their function's current version")
+  .argument('<tenant>', 'tenant id')
+  .option('--function <name>', 'only those of one function')
+  .option('--id <n>', 'only this dead letter (repeatable)', (value: string, previous: number[] = []) => [
+    ...previous,
+    countArg(value),
+  ])
+  .action((tenantId: string, flags: ApiFlags & { function?: string; id?: number[] }) =>
+    run(
+      flags,
+      (target) =>
+        callApi(target, 'POST', `/tenants/${encodeURIComponent(tenantId)}/dead-letters/replay`, {
+          ...(flags.function === undefined ? {} : { function: flags.function }),
+          ...(flags.id === undefined ? {} : { ids: flags.id }),
+        }),
+      (result) => {
+        const { replayed, skipped } = result as { replayed: number; skipped: number }
+        const kept =
+          skipped === 0 ? '' : `; ${skipped} kept (schedule ticks, or their function is not running)`
+        return `replayed ${replayed} dead letters${kept}`
+      },
+    ),
+  )
+
+// Function state. A function's private namespace is @NAME; shared namespaces are paths (site/line1).
+const state = program.command('state').description("list, read and edit a tenant's function state")
+const statePath = (tenantId: string, what: string, query: Record<string, string | undefined>) => {
+  const params = new URLSearchParams()
+  for (const [name, value] of Object.entries(query)) if (value !== undefined) params.set(name, value)
+  return `/tenants/${encodeURIComponent(tenantId)}/state${what}?${params}`
+}
+const showStateValue = (result: unknown) => {
+  if (result === undefined) return 'set (its ttl has already run out)'
+  const entry = result as { value: unknown; bytes: number; expiresAt: string | null }
+  const expiry = entry.expiresAt === null ? '' : `, expires ${entry.expiresAt}`
+  return `${JSON.stringify(entry.value)}\n(${entry.bytes} bytes${expiry})`
+}
+apiCommand(state, 'list', 'list the namespaces with their usage, or the keys of one with --namespace')
+  .argument('<tenant>', 'tenant id')
+  .option('--namespace <ns>', "list the keys of this namespace (@NAME for a function's own)")
+  .option('--prefix <prefix>', 'only keys that start with this')
+  .option('--after <key>', 'the page after this key')
+  .option('--limit <n>', 'how many keys (default 100, at most 1000)', countArg)
+  .action(
+    (
+      tenantId: string,
+      flags: ApiFlags & { namespace?: string; prefix?: string; after?: string; limit?: number },
+    ) => {
+      if (flags.namespace === undefined) {
+        return run(
+          flags,
+          (target) => callApi(target, 'GET', statePath(tenantId, '', {})),
+          (result) => {
+            const { usage, namespaces } = result as {
+              usage: { keys: number; bytes: number; maxKeys: number; maxBytes: number }
+              namespaces: Array<Record<string, unknown>>
+            }
+            const total = `${usage.keys} of ${usage.maxKeys} keys, ${usage.bytes} of ${usage.maxBytes} bytes`
+            const rows = namespaces.map((row) => ({ ...row, lease: row.leaseExpiresAt }))
+            return `${table(rows, ['namespace', 'keys', 'bytes', 'lease'])}\n${total}`
+          },
+        )
+      }
+      const query = {
+        namespace: flags.namespace,
+        prefix: flags.prefix,
+        after: flags.after,
+        limit: flags.limit === undefined ? undefined : String(flags.limit),
+      }
+      return run(
+        flags,
+        (target) => callApi(target, 'GET', statePath(tenantId, '/keys', query)),
+        (result) => {
+          const { keys, next } = result as { keys: Array<Record<string, unknown>>; next: string | null }
+          const more = next === null ? '' : `\n(more: --after ${JSON.stringify(next)})`
+          return `${table(keys, ['key', 'bytes', 'expiresAt', 'updatedAt'])}${more}`
+        },
+      )
+    },
+  )
+/** A state command on one key: TENANT NAMESPACE KEY. */
+const stateKeyCommand = (name: string, description: string) =>
+  apiCommand(state, name, description)
+    .argument('<tenant>', 'tenant id')
+    .argument('<namespace>', "@NAME for a function's own, or a shared path")
+    .argument('<key>', 'key')
+stateKeyCommand('get', "print a key's JSON value").action(
+  (tenantId: string, namespace: string, key: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'GET', statePath(tenantId, '/value', { namespace, key })),
+      showStateValue,
+    ),
+)
+stateKeyCommand('set', 'set a key to a value: JSON, or text when it does not parse')
+  .argument('<value>', 'the value')
+  .option('--ttl-ms <n>', 'delete the key this long after it is set', countArg)
+  .action(
+    (
+      tenantId: string,
+      namespace: string,
+      key: string,
+      text: string,
+      flags: ApiFlags & { ttlMs?: number },
+    ) => {
+      let value: unknown = text
+      try {
+        value = JSON.parse(text)
+      } catch {}
+      const body = flags.ttlMs === undefined ? { value } : { value, ttlMs: flags.ttlMs }
+      return run(
+        flags,
+        (target) => callApi(target, 'PUT', statePath(tenantId, '/value', { namespace, key }), body),
+        showStateValue,
+      )
+    },
+  )
+stateKeyCommand('delete', 'delete a key').action(
+  (tenantId: string, namespace: string, key: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'DELETE', statePath(tenantId, '/value', { namespace, key })),
+      () => `deleted ${key} from ${namespace}`,
+    ),
+)
 
 try {
   await program.parseAsync(process.argv)

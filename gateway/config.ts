@@ -54,7 +54,8 @@ const quotaFields = {
    * What happens when a record would take the outbox past `outboxBytes`: `refuse` fails the
    * invocation that emits it (the message is retried, then kept as a dead letter); `drop-oldest`
    * drops the oldest records; `drop-lowest-priority` drops the oldest of the lowest priority
-   * first, and refuses a record whose own priority is lower than all that it would displace.
+   * first, and refuses a record that could only fit by displacing records of a higher priority
+   * than its own.
    */
   outboxPolicy: z.enum(['refuse', 'drop-oldest', 'drop-lowest-priority']),
   /** Priority per outbox stream (higher is kept longer); streams not named have priority 0. */
@@ -210,6 +211,54 @@ export const configSchema = z
          * another): bounds loops such as a function triggered by its own output.
          */
         maxChainDepth: z.number().int().min(1).max(64).default(8),
+        /**
+         * How many times a failed invocation runs again before its message becomes a dead letter.
+         * Failures the function's output causes (`bad_output`) are not tried again.
+         */
+        retries: z.number().int().min(0).max(100).default(2),
+        /** Wait before the first retry, in ms; it doubles with each further one. The function's queue waits too, so order is kept. */
+        retryBackoffMs: z.number().int().min(0).max(3_600_000).default(100),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * How messages and results are journaled before they are acknowledged (see docs/durability.md).
+     */
+    durability: z
+      .object({
+        /**
+         * `power-loss`: every commit waits for the disk (fsync, SQLite `synchronous=FULL`), so an
+         * acknowledged message survives a power cut. `process-crash`: commits reach the OS only
+         * (`synchronous=NORMAL`): an acknowledged message survives the process being killed, not
+         * the box losing power; faster, and less wear on SD cards.
+         */
+        mode: z.enum(['power-loss', 'process-crash']).default('power-loss'),
+        /**
+         * How long the first message of a group commit waits for others, in ms. 0 (the default)
+         * commits at the end of each event-loop turn: what arrived meanwhile, including while the
+         * previous commit waited for the disk, shares one commit.
+         */
+        commitWindowMs: z.number().int().min(0).max(1000).default(0),
+        /** Most writes in one group commit. */
+        maxBatch: z.number().int().min(1).max(100_000).default(1024),
+        /** Journal QoS 0 messages too; by default only QoS 1 and 2 messages are (QoS 0 promises nothing). */
+        journalQos0: z.boolean().default(false),
+        /**
+         * false acknowledges messages before anything is stored, as most brokers do: a crash
+         * loses what was queued for functions. For benchmarks and data that may be lost.
+         */
+        journal: z.boolean().default(true),
+        /**
+         * Largest size of the store file, in bytes (SQLite `max_page_count`); null for no bound.
+         * At the bound writes fail: the gateway stops acknowledging messages instead of
+         * acknowledging what it cannot store, and starts again once space is freed.
+         */
+        maxStoreBytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .nullable()
+          .default(null),
       })
       .strict()
       .prefault({}),
@@ -242,6 +291,7 @@ export const CONFIG_ENV: Readonly<Record<string, readonly string[]>> = {
   TAUREAU_HTTP_PORT: ['http', 'port'],
   TAUREAU_ANONYMOUS_TENANT: ['mqtt', 'anonymousTenant'],
   TAUREAU_LOG_LEVEL: ['log', 'level'],
+  TAUREAU_DURABILITY: ['durability', 'mode'],
 }
 
 const NUMERIC_ENV = new Set(['TAUREAU_MQTT_PORT', 'TAUREAU_WS_PORT', 'TAUREAU_HTTP_PORT'])

@@ -1,5 +1,6 @@
 import { Cron } from 'croner'
 import { z } from 'zod'
+import { stateNamespaceProblem } from '../sandbox/index.ts'
 import { isValidFilter } from './acl.ts'
 import { TENANT_ID_PATTERN } from './names.ts'
 
@@ -50,9 +51,20 @@ const topicName = z
   })
   .refine((topic) => topic.split('/').length <= 99, { message: 'must have at most 99 levels' })
 
-/** A trigger: MQTT messages on a topic filter (tenant-relative), a fixed interval, or a cron schedule. */
+/**
+ * A trigger: MQTT messages on a topic filter (tenant-relative), a fixed interval, a cron schedule,
+ * or changes to a shared state namespace (and the namespaces below it).
+ */
 export const triggerSchema = z.union([
   z.object({ topic: topicFilter }).strict(),
+  z
+    .object({
+      state: z.string().superRefine((path, ctx) => {
+        const problem = stateNamespaceProblem(path)
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+      }),
+    })
+    .strict(),
   z
     .object({
       every: z.string().refine(
@@ -146,7 +158,7 @@ export interface FunctionSpec {
 export const invokeSchema = z
   .object({
     /** Which handler to run; default `onMessage` when the function has a topic trigger. */
-    handler: z.enum(['onMessage', 'onSchedule']).optional(),
+    handler: z.enum(['onMessage', 'onSchedule', 'onState']).optional(),
     /** The sample message; its payload is a JSON value, or `payloadBase64` gives raw bytes. */
     message: z
       .object({

@@ -35,16 +35,27 @@ export interface DeadLetter {
   createdAt: number
 }
 
-/** One record for the uplink, from `ctx.emit`. */
-export interface OutboxInsert {
+/** A journaled message: the device's (or a function's output that triggers functions). */
+export interface InboxMessage {
   tenantId: string
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+  deviceId: string | null
+  receivedAt: number
+  /** How many functions produced the message before (0 for a device's message). */
+  hops: number
+}
+
+/** Work still owed on a journaled message: one function has yet to run on it. */
+export interface PendingWork extends InboxMessage {
+  seq: number
   function: string
-  stream: string
-  record: unknown
 }
 
 /**
- * Functions, their versions, dead letters and the outbox, on the gateway's SQLite store. Only the
+ * Functions, their versions, dead letters and the journal of the messages they owe work on, on the gateway's SQLite store. Only the
  * main thread calls it (single writer).
  */
 export interface FunctionStore {
@@ -69,20 +80,32 @@ export interface FunctionStore {
   setCurrent(tenantId: string, name: string, version: number): FunctionRecord
   setEnabled(tenantId: string, name: string, enabled: boolean): FunctionRecord
   delete(tenantId: string, name: string): boolean
-  /**
-   * Writes the effects of a batch of invocations in one transaction: outbox records and dead
-   * letters. A tenant keeps at most `deadLetterLimit` dead letters; the oldest go first.
-   */
-  commitResults(outbox: readonly OutboxInsert[], deadLetters: readonly Omit<DeadLetter, 'id'>[]): void
   deadLetters(tenantId: string, name: string | undefined, limit: number, beforeId?: number): DeadLetter[]
   /** Deletes dead letters (all of a tenant, or of one function); returns how many. */
   purgeDeadLetters(tenantId: string, name: string | undefined): number
-  /** Outbox records of a tenant in order, for the uplink and for inspection. */
-  outbox(
+  /**
+   * Takes dead letters out for a replay: the given ids of the tenant (of one function, when
+   * `name` is given), or all of them with `ids` undefined, oldest first; only those `accept`
+   * takes leave the table. Run it in a transaction with the replay's journal rows.
+   */
+  takeDeadLetters(
     tenantId: string,
-    afterSeq: number,
-    limit: number,
-  ): Array<OutboxInsert & { seq: number; createdAt: number }>
+    name: string | undefined,
+    ids: readonly number[] | undefined,
+    accept: (letter: DeadLetter) => boolean,
+  ): DeadLetter[]
+  /** Runs `work` in one transaction (nested calls become savepoints). */
+  transaction<T>(work: () => T): T
+  /** Journals a message; returns its sequence number. Inside the journal's transaction. */
+  insertInbox(message: InboxMessage): number
+  /** Records that a function has yet to run on a journaled message. */
+  insertWork(tenantId: string, name: string, seq: number): void
+  /** The function ran on the message (or gave up on it); the message goes once no work is left. */
+  completeWork(tenantId: string, name: string, seq: number): void
+  /** Work owed on journaled messages, in journal order, for a replay after a restart. */
+  pendingWork(tenantId?: string, name?: string): PendingWork[]
+  /** Inserts dead letters inside the caller's transaction; the tenant's oldest beyond the bound go. */
+  insertDeadLetters(deadLetters: readonly Omit<DeadLetter, 'id'>[]): void
 }
 
 interface FunctionRow {
@@ -93,6 +116,19 @@ interface FunctionRow {
   enabled: number
   created_at: number
   updated_at: number
+}
+
+interface PendingRow {
+  seq: number
+  tenant_id: string
+  function: string
+  topic: string
+  payload: Buffer
+  qos: number
+  retain: number
+  device_id: string | null
+  received_at: number
+  hops: number
 }
 
 interface VersionRow {
@@ -171,9 +207,6 @@ export function createFunctionStore(
     prune: db.prepare(
       `DELETE FROM function_versions WHERE tenant_id = ? AND name = ? AND version <= ? AND version != ?`,
     ),
-    insertOutbox: db.prepare(
-      'INSERT INTO outbox (tenant_id, function, stream, record, created_at) VALUES (?, ?, ?, ?, ?)',
-    ),
     insertDeadLetter: db.prepare(
       `INSERT INTO dead_letters (tenant_id, function, version, message, reason, error, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -190,10 +223,33 @@ export function createFunctionStore(
     ),
     purge: db.prepare('DELETE FROM dead_letters WHERE tenant_id = ?'),
     purgeOf: db.prepare('DELETE FROM dead_letters WHERE tenant_id = ? AND function = ?'),
-    outbox: db.prepare<
-      [string, number, number],
-      { seq: number; tenant_id: string; function: string; stream: string; record: string; created_at: number }
-    >('SELECT * FROM outbox WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
+    insertInbox: db.prepare(
+      `INSERT INTO inbox (tenant_id, topic, payload, qos, retain, device_id, received_at, hops)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    insertWork: db.prepare('INSERT OR IGNORE INTO inbox_work (seq, tenant_id, function) VALUES (?, ?, ?)'),
+    completeWork: db.prepare('DELETE FROM inbox_work WHERE tenant_id = ? AND function = ? AND seq = ?'),
+    dropInbox: db.prepare(
+      'DELETE FROM inbox WHERE seq = ? AND NOT EXISTS (SELECT 1 FROM inbox_work WHERE seq = ?)',
+    ),
+    deleteWorkOf: db.prepare('DELETE FROM inbox_work WHERE tenant_id = ? AND function = ?'),
+    dropOrphans: db.prepare(
+      'DELETE FROM inbox WHERE tenant_id = ? AND NOT EXISTS (SELECT 1 FROM inbox_work w WHERE w.seq = inbox.seq)',
+    ),
+    pendingWork: db.prepare<[{ tenant: string | null; fn: string | null }], PendingRow>(
+      `SELECT w.seq, w.tenant_id, w.function, i.topic, i.payload, i.qos, i.retain, i.device_id,
+              i.received_at, i.hops
+       FROM inbox_work w JOIN inbox i ON i.seq = w.seq
+       WHERE (@tenant IS NULL OR w.tenant_id = @tenant) AND (@fn IS NULL OR w.function = @fn)
+       ORDER BY w.seq`,
+    ),
+    deadLettersOldestFirst: db.prepare<[{ tenant: string; fn: string | null }], DeadLetterRow>(
+      'SELECT * FROM dead_letters WHERE tenant_id = @tenant AND (@fn IS NULL OR function = @fn) ORDER BY id',
+    ),
+    deadLetter: db.prepare<[string, number], DeadLetterRow>(
+      'SELECT * FROM dead_letters WHERE tenant_id = ? AND id = ?',
+    ),
+    deleteDeadLetter: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
   }
 
   const require = (tenantId: string, name: string): FunctionRow => {
@@ -227,28 +283,22 @@ export function createFunctionStore(
     },
   )
 
-  const commitResults = db.transaction(
-    (outbox: readonly OutboxInsert[], deadLetters: readonly Omit<DeadLetter, 'id'>[]) => {
-      const at = now()
-      for (const row of outbox) {
-        sql.insertOutbox.run(row.tenantId, row.function, row.stream, JSON.stringify(row.record) ?? 'null', at)
-      }
-      const trimmed = new Set<string>()
-      for (const letter of deadLetters) {
-        sql.insertDeadLetter.run(
-          letter.tenantId,
-          letter.function,
-          letter.version,
-          JSON.stringify(letter.message),
-          letter.reason,
-          letter.error,
-          letter.createdAt,
-        )
-        trimmed.add(letter.tenantId)
-      }
-      for (const tenantId of trimmed) sql.trimDeadLetters.run(tenantId, tenantId, deadLetterLimit)
-    },
-  )
+  const insertDeadLetters = (deadLetters: readonly Omit<DeadLetter, 'id'>[]): void => {
+    const trimmed = new Set<string>()
+    for (const letter of deadLetters) {
+      sql.insertDeadLetter.run(
+        letter.tenantId,
+        letter.function,
+        letter.version,
+        JSON.stringify(letter.message),
+        letter.reason,
+        letter.error,
+        letter.createdAt,
+      )
+      trimmed.add(letter.tenantId)
+    }
+    for (const tenantId of trimmed) sql.trimDeadLetters.run(tenantId, tenantId, deadLetterLimit)
+  }
 
   const toDeadLetter = (row: DeadLetterRow): DeadLetter => ({
     id: row.id,
@@ -297,13 +347,12 @@ export function createFunctionStore(
     delete(tenantId, name) {
       const removed = db.transaction(() => {
         sql.deleteDeadLettersOf.run(tenantId, name)
+        // Work the function still owed goes with it, and the messages no other function needs.
+        sql.deleteWorkOf.run(tenantId, name)
+        sql.dropOrphans.run(tenantId)
         return sql.delete.run(tenantId, name).changes > 0
       })
       return removed()
-    },
-    commitResults: (outbox, deadLetters) => {
-      if (outbox.length === 0 && deadLetters.length === 0) return
-      commitResults(outbox, deadLetters)
     },
     deadLetters(tenantId, name, limit, beforeId = Number.MAX_SAFE_INTEGER) {
       const rows =
@@ -315,15 +364,53 @@ export function createFunctionStore(
     purgeDeadLetters(tenantId, name) {
       return (name === undefined ? sql.purge.run(tenantId) : sql.purgeOf.run(tenantId, name)).changes
     },
-    outbox(tenantId, afterSeq, limit) {
-      return sql.outbox.all(tenantId, afterSeq, limit).map((row) => ({
+    takeDeadLetters(tenantId, name, ids, accept) {
+      const rows =
+        ids === undefined
+          ? sql.deadLettersOldestFirst.all({ tenant: tenantId, fn: name ?? null })
+          : ids.flatMap((letterId) => {
+              const row = sql.deadLetter.get(tenantId, letterId)
+              return row === undefined || (name !== undefined && row.function !== name) ? [] : [row]
+            })
+      const taken = rows.map(toDeadLetter).filter(accept)
+      for (const letter of taken) sql.deleteDeadLetter.run(letter.id)
+      return taken
+    },
+    transaction: (work) => db.transaction(work)(),
+    insertInbox(message) {
+      return Number(
+        sql.insertInbox.run(
+          message.tenantId,
+          message.topic,
+          message.payload,
+          message.qos,
+          message.retain ? 1 : 0,
+          message.deviceId,
+          message.receivedAt,
+          message.hops,
+        ).lastInsertRowid,
+      )
+    },
+    insertWork(tenantId, name, seq) {
+      sql.insertWork.run(seq, tenantId, name)
+    },
+    completeWork(tenantId, name, seq) {
+      if (sql.completeWork.run(tenantId, name, seq).changes > 0) sql.dropInbox.run(seq, seq)
+    },
+    pendingWork(tenantId, name) {
+      return sql.pendingWork.all({ tenant: tenantId ?? null, fn: name ?? null }).map((row) => ({
         seq: row.seq,
         tenantId: row.tenant_id,
         function: row.function,
-        stream: row.stream,
-        record: JSON.parse(row.record),
-        createdAt: row.created_at,
+        topic: row.topic,
+        payload: row.payload,
+        qos: row.qos as 0 | 1 | 2,
+        retain: row.retain === 1,
+        deviceId: row.device_id,
+        receivedAt: row.received_at,
+        hops: row.hops,
       }))
     },
+    insertDeadLetters,
   }
 }

@@ -12,15 +12,13 @@ import type { Broker, BrokerMessage } from './broker.ts'
 import type { GatewayConfig, Quotas } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import { type DeployRequest, type FunctionSpec, parseDuration, type Trigger } from './function-spec.ts'
-import type {
-  DeadLetter,
-  FunctionRecord,
-  FunctionStore,
-  FunctionVersion,
-  OutboxInsert,
-} from './function-store.ts'
+import type { DeadLetter, FunctionRecord, FunctionStore, FunctionVersion } from './function-store.ts'
+import type { Journal } from './journal.ts'
 import type { Metrics } from './metrics.ts'
+import { type Outbox, OutboxFullError } from './outbox.ts'
 import { decodePayload, encodePayload } from './payload.ts'
+import type { PublishIds } from './publish-ids.ts'
+import { type StateChange, StateQuotaError, type StateStore, StateWriteError } from './state-store.ts'
 import { filterCovers } from './topic-filter.ts'
 
 /** One line of a function's log: what it logged with `ctx.log`, or why an invocation failed. */
@@ -97,6 +95,18 @@ export interface FunctionsOptions {
   metrics: Metrics
   logger: Logger
   config: GatewayConfig['functions']
+  /** The group commit that journals messages and results. */
+  journal: Journal
+  /** Where `ctx.emit` records wait for the uplink. */
+  outbox: Outbox
+  /** Function state (`ctx.state`): writes are applied with the other effects. */
+  state: StateStore
+  /** Packet ids of journaled messages, to tell a device's resends from new messages. */
+  publishIds: PublishIds
+  /** Journal QoS 0 messages too (`durability.journalQos0`); by default they are not. */
+  journalQos0?: boolean
+  /** false: journal nothing, acknowledge at once (`durability.journal`). */
+  journalMessages?: boolean
   /** The tenant's effective quotas; undefined when the tenant does not exist. */
   quotas(tenantId: string): Quotas | undefined
   now?: () => number
@@ -157,8 +167,25 @@ export interface Functions {
    * is removed (the stream ends); returns the unsubscribe.
    */
   followLogs(tenantId: string, name: string, listener: (line: LogLine | null) => void): () => void
-  /** The broker's message handler: matches triggers and queues invocations. */
-  handleMessage(message: BrokerMessage): void
+  /**
+   * Runs the functions triggered by state changes made outside an invocation (the API, leases
+   * that ran out): journaled, then queued.
+   */
+  stateChanged(tenantId: string, changes: readonly StateChange[]): void
+  /**
+   * The broker's message handler: matches triggers, journals what it must, queues invocations
+   * and calls `done` when the broker may acknowledge the message.
+   */
+  handleMessage(message: BrokerMessage, done: (error: Error | null) => void): void
+  /**
+   * Runs dead letters again (the given ids, or all of the tenant's or of one function's): each
+   * message is journaled again for its function's current version and leaves the dead letters.
+   * Letters of schedule ticks and of functions that no longer run are kept and counted as skipped.
+   */
+  replayDeadLetters(
+    tenantId: string,
+    options: { name?: string | undefined; ids?: number[] | undefined },
+  ): Promise<{ replayed: number; skipped: number }>
   /** Resolves when no invocation is queued or running (tests, shutdown). */
   idle(): Promise<void>
   /** Stops the schedules and waits for invocations in flight. */
@@ -175,6 +202,8 @@ interface Active {
   key: string
   spec: FunctionSpec
   filters: string[]
+  /** Shared state namespaces whose changes (there and below) run `onState`. */
+  stateFilters: string[]
   /** Schedules of the `every` and `cron` triggers. */
   timers: Array<{ stop(): void }>
   /** Schedule triggers with a tick still queued: a slow function skips ticks rather than piling them up. */
@@ -193,6 +222,34 @@ interface Item {
   hops: number
   /** The schedule trigger of a tick. */
   trigger?: number
+  /** The journaled message's sequence number; none when it was not journaled (QoS 0, ticks). */
+  seq?: number
+  /** Failed runs so far; it is tried again up to `functions.retries` times. */
+  attempts: number
+}
+
+/** A message a function's output or a device publishes, as far as routing needs it. */
+interface RoutedMessage {
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+  deviceId?: string | null
+  receivedAt?: number
+}
+
+/** A publish of an invocation, encoded. */
+interface Publish {
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+}
+
+/** What a message triggers: invocations, and refusals of those past the chain depth. */
+interface Routed {
+  items: Item[]
+  refusals: Array<{ lane: Lane; item: Item; message: string }>
 }
 
 /** Per function: its queue, in arrival order, what is running, its figures and its log. */
@@ -205,6 +262,11 @@ interface Lane {
   running: number
   /** Set when the function is deleted: a batch still running settles into nothing. */
   removed: boolean
+  /** Sequence numbers of the journaled messages queued or running, so a replay does not repeat them. */
+  seqs: Set<number>
+  /** `performance.now()` before which no batch starts (a retry's backoff). */
+  pausedUntil: number
+  resume: NodeJS.Timeout | undefined
   stats: {
     invocations: number
     errors: number
@@ -221,6 +283,16 @@ interface Lane {
 type DeadLetterInsert = Omit<DeadLetter, 'id'>
 
 const RECENT_DURATIONS = 512
+/**
+ * Journal rows of `onState` invocations have this topic prefix and the change as payload. Device
+ * topics never start with `$`, so they cannot be mistaken for one.
+ */
+const STATE_TOPIC = '$state/'
+/** Whether a state trigger's namespace covers a changed namespace: itself and those below it. */
+const namespaceCovers = (filter: string, namespace: string): boolean =>
+  namespace === filter || namespace.startsWith(`${filter}/`)
+/** How long a lane waits before its batch runs again when the store refused its results. */
+const STORE_RETRY_MS = 1000
 const MAX_LOG_LINE_CHARS = 4096
 /** Test invocations of one tenant running at once; more are refused (each compiles a copy). */
 const MAX_TEST_INVOCATIONS = 4
@@ -238,7 +310,10 @@ const scratchOf = (tenantId: string) => `${tenantId}\u0000scratch`
 
 /** Creates the functions runtime; call `start()` after the broker is up. */
 export function createFunctions(options: FunctionsOptions): Functions {
-  const { functionStore, broker, pool, metrics, logger, config } = options
+  const { functionStore, broker, pool, metrics, logger, config, journal, publishIds, outbox } = options
+  const stateStore = options.state
+  const journalQos0 = options.journalQos0 ?? false
+  const journalMessages = options.journalMessages ?? true
   const now = options.now ?? Date.now
   const scheduler = options.scheduler ?? TIMER_SCHEDULER
   /** Active functions per tenant, by name. */
@@ -253,9 +328,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
   const serial = new Map<string, Promise<unknown>>()
   /** Users of each tenant's scratch sandbox; it is dropped when the last one is done. */
   const scratchUsers = new Map<string, number>()
-  /** Dead letters of refusals on the broker's path, written together on the next turn. */
-  let pendingLetters: DeadLetterInsert[] = []
+  /** Dead letters of refusals outside a batch, journaled together on the next turn. */
+  let pendingLetters: Array<{ letter: DeadLetterInsert; seq: number | undefined }> = []
   let busyLanes = 0
+  /** Lanes waiting out a retry's backoff with work queued. */
+  let pausedLanes = 0
   const idleWaiters: Array<() => void> = []
   let compiles = 0
   let closed = false
@@ -285,6 +362,9 @@ export function createFunctions(options: FunctionsOptions): Functions {
         queuedBytes: 0,
         running: 0,
         removed: false,
+        seqs: new Set(),
+        pausedUntil: 0,
+        resume: undefined,
         stats: { invocations: 0, errors: 0, errorsByReason: {}, lastError: null, durations: [], next: 0 },
         logs: [],
         listeners: new Set(),
@@ -352,7 +432,8 @@ export function createFunctions(options: FunctionsOptions): Functions {
   const handlersOf = (spec: FunctionSpec): HandlerName[] => {
     const handlers: HandlerName[] = []
     if (spec.triggers.some((trigger) => 'topic' in trigger)) handlers.push('onMessage')
-    if (spec.triggers.some((trigger) => !('topic' in trigger))) handlers.push('onSchedule')
+    if (spec.triggers.some((trigger) => 'every' in trigger || 'cron' in trigger)) handlers.push('onSchedule')
+    if (spec.triggers.some((trigger) => 'state' in trigger)) handlers.push('onState')
     return handlers
   }
 
@@ -453,6 +534,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
       key,
       spec,
       filters: spec.triggers.flatMap((trigger) => ('topic' in trigger ? [trigger.topic] : [])),
+      stateFilters: spec.triggers.flatMap((trigger) => ('state' in trigger ? [trigger.state] : [])),
       timers: [],
       pendingTicks: new Set(),
     }
@@ -476,7 +558,14 @@ export function createFunctions(options: FunctionsOptions): Functions {
     if (closed || entry.pendingTicks.has(trigger)) return
     entry.pendingTicks.add(trigger)
     const at = now()
-    enqueue({ entry, handler: 'onSchedule', call: { args: [], info: infoOf(entry, at) }, hops: 0, trigger })
+    enqueue({
+      entry,
+      handler: 'onSchedule',
+      call: { args: [], info: infoOf(entry, at) },
+      hops: 0,
+      trigger,
+      attempts: 0,
+    })
   }
 
   const infoOf = (entry: Active, at: number) => ({
@@ -491,11 +580,12 @@ export function createFunctions(options: FunctionsOptions): Functions {
     if (item.trigger !== undefined) item.entry.pendingTicks.delete(item.trigger)
   }
 
-  const enqueue = (item: Item): void => {
+  /** Queues an invocation; `force` skips the queue's bounds (a replay of journaled work). */
+  const enqueue = (item: Item, force = false): void => {
     const { entry } = item
     const lane = laneOf(entry.tenantId, entry.name)
     const bytes = item.payload?.length ?? 0
-    if (lane.queue.length >= config.queueLimit || lane.queuedBytes + bytes > config.queueBytes) {
+    if (!force && (lane.queue.length >= config.queueLimit || lane.queuedBytes + bytes > config.queueBytes)) {
       tickDone(item)
       fail(
         lane,
@@ -506,32 +596,38 @@ export function createFunctions(options: FunctionsOptions): Functions {
       return
     }
     useKey(entry.tenantId, entry.key, 1)
+    if (item.seq !== undefined) lane.seqs.add(item.seq)
     lane.queue.push(item)
     lane.queuedBytes += bytes
     pump(lane)
   }
 
-  /**
-   * Counts a failure, logs it and keeps the input as a dead letter: in `deadLetters` when the
-   * caller commits a batch, else written on the next turn with the others (a flood of refusals
-   * on the broker's path costs one transaction, not one per message).
-   */
-  const fail = (
-    lane: Lane,
-    item: Item,
-    reason: string,
-    message: string,
-    deadLetters?: DeadLetterInsert[],
-  ) => {
+  /** Puts items back at the head of their lane, in order, and pauses it for `delayMs`. */
+  const requeue = (lane: Lane, items: Item[], delayMs: number): void => {
+    if (items.length === 0 || lane.removed) return
+    for (const item of items) {
+      useKey(lane.tenantId, item.entry.key, 1)
+      lane.queuedBytes += item.payload?.length ?? 0
+      if (item.trigger !== undefined) item.entry.pendingTicks.add(item.trigger)
+    }
+    lane.queue.unshift(...items)
+    lane.pausedUntil = Math.max(lane.pausedUntil, performance.now() + delayMs)
+  }
+
+  /** Counts a failure and logs it. */
+  const countFailure = (lane: Lane, item: Item, reason: string, message: string): void => {
     const at = now()
     lane.stats.errors++
     lane.stats.errorsByReason[reason] = (lane.stats.errorsByReason[reason] ?? 0) + 1
     lane.stats.lastError = { at, message }
     metrics.functionInvocation(lane.tenantId, lane.name, reason)
     log(lane, item.entry.version, 'error', message, at)
-    // The message as the function saw it, with the payload as it came (base64) instead of decoded.
+  }
+
+  /** A failed invocation's dead letter: the message as the function saw it, the payload as it came. */
+  const letterOf = (lane: Lane, item: Item, reason: string, message: string): DeadLetterInsert => {
     const msg = item.call.args[0] as Record<string, unknown> | undefined
-    const letter: DeadLetterInsert = {
+    return {
       tenantId: lane.tenantId,
       function: lane.name,
       version: item.entry.version,
@@ -544,27 +640,53 @@ export function createFunctions(options: FunctionsOptions): Functions {
             },
       reason,
       error: message,
-      createdAt: at,
+      createdAt: now(),
     }
-    if (deadLetters !== undefined) {
-      deadLetters.push(letter)
-      return
-    }
+  }
+
+  /**
+   * A failure outside a batch (a full queue, a chain too deep): counted and logged at once; its
+   * dead letter is journaled with the others of this turn, in one write, and for a journaled
+   * message together with the end of the work it was owed.
+   */
+  const fail = (lane: Lane, item: Item, reason: string, message: string): void => {
+    countFailure(lane, item, reason, message)
+    const letter = letterOf(lane, item, reason, message)
     if (pendingLetters.length === 0) setImmediate(flushLetters)
-    pendingLetters.push(letter)
+    pendingLetters.push({ letter, seq: item.seq })
   }
   const flushLetters = (): void => {
     const letters = pendingLetters
     pendingLetters = []
-    try {
-      functionStore.commitResults([], letters)
-    } catch (error) {
-      logger.error({ err: error, count: letters.length }, 'cannot store dead letters')
-    }
+    if (letters.length === 0) return
+    journal.write(
+      () => {
+        functionStore.insertDeadLetters(letters.map(({ letter }) => letter))
+        for (const { letter, seq } of letters) {
+          if (seq !== undefined) functionStore.completeWork(letter.tenantId, letter.function, seq)
+        }
+      },
+      (error) => {
+        if (error !== null) logger.error({ err: error, count: letters.length }, 'cannot store dead letters')
+      },
+    )
   }
 
   const pump = (lane: Lane): void => {
     if (lane.running > 0 || lane.queue.length === 0 || lane.removed) return
+    const waitMs = lane.pausedUntil - performance.now()
+    if (waitMs > 0) {
+      if (lane.resume === undefined) {
+        pausedLanes++
+        lane.resume = setTimeout(() => {
+          lane.resume = undefined
+          pausedLanes--
+          pump(lane)
+          if (busyLanes === 0 && pausedLanes === 0) for (const resolve of idleWaiters.splice(0)) resolve()
+        }, waitMs)
+      }
+      return
+    }
     const first = lane.queue[0] as Item
     let count = 1
     while (
@@ -609,135 +731,449 @@ export function createFunctions(options: FunctionsOptions): Functions {
         busyLanes--
         for (const item of batch) useKey(lane.tenantId, item.entry.key, -1)
         pump(lane)
-        if (busyLanes === 0) for (const resolve of idleWaiters.splice(0)) resolve()
+        if (busyLanes === 0 && pausedLanes === 0) for (const resolve of idleWaiters.splice(0)) resolve()
       })
   }
 
-  /**
-   * Applies a batch's outcomes: outbox records and dead letters in one transaction, then the
-   * publishes (after the commit), logs and figures. An invocation whose publishes break the
-   * tenant's payload bound fails as a whole, before anything is written.
-   */
-  const settle = (lane: Lane, batch: Item[], outcomes: CallOutcome[]): void => {
-    for (const item of batch) tickDone(item)
-    if (lane.removed) return
-    const maxPayloadBytes = options.quotas(lane.tenantId)?.maxPayloadBytes
-    if (maxPayloadBytes === undefined) return // the tenant is gone
-    const outbox: OutboxInsert[] = []
-    const deadLetters: DeadLetterInsert[] = []
-    const publishes: Array<{
-      topic: string
-      payload: Buffer
-      qos: 0 | 1 | 2
-      retain: boolean
-      hops: number
-    }> = []
-    batch.forEach((item, index) => {
-      const outcome = outcomes[index] ?? { ok: false, code: 'broken', message: 'The sandbox gave no answer' }
-      if (!outcome.ok) {
-        fail(lane, item, outcome.code, clean(outcome.message, item.entry.key, lane.name), deadLetters)
-        return
+  /** What an invocation's outcome comes to, decided before anything is written. */
+  type Plan =
+    | { item: Item; kind: 'ok'; result: InvocationResult; publishes: Publish[] }
+    | { item: Item; kind: 'failed'; code: string; message: string }
+
+  const planOf = (lane: Lane, item: Item, outcome: CallOutcome, maxPayloadBytes: number): Plan => {
+    if (!outcome.ok) {
+      return {
+        item,
+        kind: 'failed',
+        code: outcome.code,
+        message: clean(outcome.message, item.entry.key, lane.name),
       }
-      const result: InvocationResult = outcome.result
-      const own: typeof publishes = []
-      const output = item.entry.spec.output
-      if (output !== null && result.value !== undefined) {
-        own.push({
-          topic: output,
-          payload: encodePayload(result.value),
-          qos: 0,
-          retain: false,
-          hops: item.hops + 1,
-        })
-      }
-      for (const publish of result.publishes) {
-        own.push({
-          topic: publish.topic,
-          payload: encodePayload(publish.value),
-          qos: publish.qos,
-          retain: publish.retain,
-          hops: item.hops + 1,
-        })
-      }
-      const tooLarge = own.find((publish) => publish.payload.length > maxPayloadBytes)
-      if (tooLarge !== undefined) {
-        fail(
-          lane,
-          item,
-          'bad_output',
-          `Cannot publish to ${quote(tooLarge.topic)} as the payload of ${tooLarge.payload.length} bytes is over the tenant's maxPayloadBytes (${maxPayloadBytes})`,
-          deadLetters,
-        )
-        return
-      }
-      publishes.push(...own)
-      lane.stats.invocations++
-      const ring = lane.stats.durations
-      if (ring.length < RECENT_DURATIONS) ring.push(result.durationMs)
-      else ring[lane.stats.next++ % RECENT_DURATIONS] = result.durationMs
-      metrics.functionInvocation(lane.tenantId, lane.name, 'ok', result.durationMs)
-      for (const line of result.logs) log(lane, item.entry.version, 'log', line)
-      for (const emit of result.emits) {
-        outbox.push({
-          tenantId: lane.tenantId,
-          function: lane.name,
-          stream: emit.stream,
-          record: emit.record,
-        })
-      }
-    })
-    functionStore.commitResults(outbox, deadLetters)
-    for (const publish of publishes) {
-      if (!broker.publish(lane.tenantId, publish.topic, publish.payload, publish.qos, publish.retain))
-        continue
-      dispatch(
-        {
-          tenantId: lane.tenantId,
-          topic: publish.topic,
-          payload: publish.payload,
-          qos: publish.qos,
-          retain: publish.retain,
-          deviceId: null,
-          receivedAt: now(),
-        },
-        publish.hops,
-      )
     }
+    const result = outcome.result
+    const publishes: Publish[] = []
+    const output = item.entry.spec.output
+    if (output !== null && result.value !== undefined) {
+      publishes.push({ topic: output, payload: encodePayload(result.value), qos: 0, retain: false })
+    }
+    for (const publish of result.publishes) {
+      publishes.push({
+        topic: publish.topic,
+        payload: encodePayload(publish.value),
+        qos: publish.qos,
+        retain: publish.retain,
+      })
+    }
+    const tooLarge = publishes.find((publish) => publish.payload.length > maxPayloadBytes)
+    if (tooLarge !== undefined) {
+      return {
+        item,
+        kind: 'failed',
+        code: 'bad_output',
+        message: `Cannot publish to ${quote(tooLarge.topic)} as the payload of ${tooLarge.payload.length} bytes is over the tenant's maxPayloadBytes (${maxPayloadBytes})`,
+      }
+    }
+    return { item, kind: 'ok', result, publishes }
   }
 
-  const dispatch = (message: BrokerMessage, hops: number): void => {
-    const functions = active.get(message.tenantId)
-    if (functions === undefined || closed) return
+  /** Whether a failed invocation is tried again: what the function's code itself refused is not. */
+  const retries = (plan: Plan): boolean =>
+    plan.kind === 'failed' && plan.code !== 'bad_output' && plan.item.attempts < config.retries
+
+  /**
+   * Applies a batch's outcomes through the journal, in one transaction: for each invocation its
+   * outbox records and the end of the work its message was owed (or its dead letter), and the
+   * journal rows of its publishes that trigger functions. Publishes go to the broker after the
+   * commit. Failures are tried again (`functions.retries`, with backoff) before they become dead
+   * letters. When the commit itself fails, the batch waits and runs again.
+   */
+  const settle = (lane: Lane, batch: Item[], outcomes: CallOutcome[]): Promise<void> => {
+    for (const item of batch) tickDone(item)
+    if (lane.removed) return Promise.resolve() // the function is deleted, with the work it owed
+    const quotas = options.quotas(lane.tenantId)
+    if (quotas === undefined) return Promise.resolve() // the tenant is gone, with its journal
+    const plans = batch.map((item, index) =>
+      planOf(
+        lane,
+        item,
+        outcomes[index] ?? { ok: false, code: 'broken', message: 'The sandbox gave no answer' },
+        quotas.maxPayloadBytes,
+      ),
+    )
+    const again = plans.filter(retries).map((plan) => plan.item)
+    const final = plans.filter((plan) => !retries(plan))
+    // Filled by the journal's work, which may run twice (a failed group is retried write by write).
+    let chained: Routed = { items: [], refusals: [] }
+    let refused = new Map<Item, { code: string; message: string }>()
+    return new Promise((resolve) => {
+      journal.write(
+        () => {
+          chained = { items: [], refusals: [] }
+          refused = new Map()
+          const letters: DeadLetterInsert[] = []
+          for (const plan of final) {
+            const { item } = plan
+            if (plan.kind === 'ok') {
+              try {
+                // A savepoint: the invocation's effects are written whole or not at all.
+                const own = functionStore.transaction(() => {
+                  const changes = stateStore.apply(
+                    lane.tenantId,
+                    lane.name,
+                    plan.result.state,
+                    plan.result.leases,
+                    quotas,
+                  )
+                  writeEffects(lane, quotas, plan.result)
+                  // What the writes trigger is journaled with them, whatever the invocation's origin.
+                  const routed = journalStateRoute(lane.tenantId, changes, item.hops + 1)
+                  if (item.seq === undefined) return routed
+                  for (const publish of plan.publishes) {
+                    const next = journalRoute(lane.tenantId, publish, item.hops + 1)
+                    routed.items.push(...next.items)
+                    routed.refusals.push(...next.refusals)
+                  }
+                  functionStore.completeWork(lane.tenantId, lane.name, item.seq)
+                  return routed
+                })
+                chained.items.push(...own.items)
+                chained.refusals.push(...own.refusals)
+                continue
+              } catch (error) {
+                const code = effectFailure(error)
+                if (code === undefined) throw error
+                refused.set(item, { code, message: (error as Error).message })
+              }
+            }
+            const why = refused.get(item) ?? (plan.kind === 'failed' ? plan : undefined)
+            if (why === undefined) continue
+            letters.push(letterOf(lane, item, why.code, why.message))
+            if (item.seq !== undefined) functionStore.completeWork(lane.tenantId, lane.name, item.seq)
+          }
+          for (const { lane: next, item, message } of chained.refusals) {
+            letters.push(letterOf(next, item, 'chain_too_deep', message))
+          }
+          functionStore.insertDeadLetters(letters)
+        },
+        (error) => {
+          if (error !== null) {
+            // Nothing was written: the whole batch runs again once the store takes writes.
+            logger.error(
+              { err: error, tenant: lane.tenantId, function: lane.name },
+              'cannot journal the results of a function; its batch runs again',
+            )
+            requeue(lane, batch, STORE_RETRY_MS)
+            resolve()
+            return
+          }
+          for (const plan of final) {
+            if (plan.item.seq !== undefined) lane.seqs.delete(plan.item.seq)
+            const why = refused.get(plan.item) ?? (plan.kind === 'failed' ? plan : undefined)
+            if (why !== undefined) {
+              countFailure(lane, plan.item, why.code, why.message)
+              continue
+            }
+            if (plan.kind !== 'ok') continue
+            succeeded(lane, plan.item, plan.result)
+            for (const publish of plan.publishes) {
+              broker.publish(lane.tenantId, publish.topic, publish.payload, publish.qos, publish.retain)
+              // What an unjournaled invocation publishes triggers functions unjournaled, at once.
+              if (plan.item.seq === undefined) {
+                const next = route(lane.tenantId, publish, plan.item.hops + 1)
+                for (const refusal of next.refusals)
+                  fail(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
+                for (const item of next.items) enqueue(item)
+              }
+            }
+          }
+          for (const refusal of chained.refusals) {
+            countFailure(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
+          }
+          for (const item of chained.items) enqueue(item)
+          if (again.length > 0) {
+            for (const item of again) {
+              item.attempts++
+              const plan = plans.find((candidate) => candidate.item === item)
+              if (plan?.kind === 'failed') {
+                log(
+                  lane,
+                  item.entry.version,
+                  'error',
+                  `${plan.message} (attempt ${item.attempts} of ${config.retries + 1}; it runs again)`,
+                )
+              }
+            }
+            const attempt = Math.max(...again.map((item) => item.attempts))
+            requeue(lane, again, config.retryBackoffMs * 2 ** (attempt - 1))
+          }
+          resolve()
+        },
+      )
+    })
+  }
+
+  /** Writes an invocation's effects (inside the journal's transaction): its outbox records. */
+  const writeEffects = (lane: Lane, quotas: Quotas, result: InvocationResult): void => {
+    if (result.emits.length === 0) return
+    outbox.append(
+      lane.tenantId,
+      quotas,
+      result.emits.map((emit) => ({ function: lane.name, stream: emit.stream, record: emit.record })),
+    )
+  }
+
+  /** The failure code of an effect refused for the invocation's own sake (a bound); else undefined. */
+  const effectFailure = (error: unknown): string | undefined =>
+    error instanceof OutboxFullError
+      ? 'outbox_full'
+      : error instanceof StateQuotaError
+        ? 'state_quota'
+        : error instanceof StateWriteError
+          ? 'bad_state'
+          : undefined
+
+  /** Counts and logs a successful invocation. */
+  const succeeded = (lane: Lane, item: Item, result: InvocationResult): void => {
+    lane.stats.invocations++
+    const ring = lane.stats.durations
+    if (ring.length < RECENT_DURATIONS) ring.push(result.durationMs)
+    else ring[lane.stats.next++ % RECENT_DURATIONS] = result.durationMs
+    metrics.functionInvocation(lane.tenantId, lane.name, 'ok', result.durationMs)
+    for (const line of result.logs) log(lane, item.entry.version, 'log', line)
+  }
+
+  /**
+   * The invocations a message triggers, and the refusals of those it may not (the message passed
+   * through too many functions). Counts nothing: the caller decides when the refusals count.
+   */
+  const route = (tenantId: string, message: RoutedMessage, hops: number): Routed => {
+    const routed: Routed = { items: [], refusals: [] }
+    const functionsOfTenant = active.get(tenantId)
+    if (functionsOfTenant === undefined || closed) return routed
+    const receivedAt = message.receivedAt ?? now()
     let decoded: { value: unknown } | undefined
-    for (const entry of functions.values()) {
+    for (const entry of functionsOfTenant.values()) {
       if (!entry.filters.some((filter) => filterCovers(filter, message.topic))) continue
       decoded ??= { value: decodePayload(message.payload) }
-      const msg = {
-        topic: message.topic,
-        payload: decoded.value,
-        qos: message.qos,
-        retain: message.retain,
-        device: message.deviceId,
-        ts: message.receivedAt,
-      }
-      const item: Item = {
-        entry,
-        handler: 'onMessage',
-        call: { args: [msg], info: infoOf(entry, message.receivedAt) },
-        payload: message.payload,
-        hops,
-      }
-      if (hops >= config.maxChainDepth) {
-        fail(
-          laneOf(entry.tenantId, entry.name),
-          item,
-          'chain_too_deep',
-          `Cannot run function ${quote(entry.name)} on ${quote(message.topic)} as the message already passed through ${hops} functions, the most functions.maxChainDepth allows`,
-        )
-        continue
-      }
-      enqueue(item)
+      admit(routed, itemOf(entry, message, decoded.value, receivedAt, hops, undefined), quote(message.topic))
     }
+    return routed
+  }
+
+  /** Adds an invocation to what a message triggers, or its refusal past the chain depth. */
+  const admit = (routed: Routed, item: Item, what: string): void => {
+    if (item.hops < config.maxChainDepth) {
+      routed.items.push(item)
+      return
+    }
+    const { entry } = item
+    routed.refusals.push({
+      lane: laneOf(entry.tenantId, entry.name),
+      item,
+      message: `Cannot run function ${quote(entry.name)} on ${what} as it comes from ${item.hops} functions in a row, the most functions.maxChainDepth allows`,
+    })
+  }
+
+  /** An `onMessage` invocation of `entry` on a message. */
+  const itemOf = (
+    entry: Active,
+    message: RoutedMessage,
+    payload: unknown,
+    receivedAt: number,
+    hops: number,
+    seq: number | undefined,
+  ): Item => ({
+    entry,
+    handler: 'onMessage',
+    call: {
+      args: [
+        {
+          topic: message.topic,
+          payload,
+          qos: message.qos,
+          retain: message.retain,
+          device: message.deviceId ?? null,
+          ts: receivedAt,
+        },
+      ],
+      info: infoOf(entry, receivedAt),
+    },
+    payload: message.payload,
+    hops,
+    attempts: 0,
+    ...(seq === undefined ? {} : { seq }),
+  })
+
+  /**
+   * Journals a message that triggers functions (inside the journal's transaction) and returns the
+   * invocations it owes, each with the message's sequence number. A chain too deep is refused here.
+   */
+  const journalRoute = (tenantId: string, message: RoutedMessage, hops: number): Routed => {
+    const routed = route(tenantId, message, hops)
+    const { items } = routed
+    if (items.length === 0) return routed
+    const seq = functionStore.insertInbox({
+      tenantId,
+      topic: message.topic,
+      payload: message.payload,
+      qos: message.qos,
+      retain: message.retain,
+      deviceId: message.deviceId ?? null,
+      receivedAt: message.receivedAt ?? now(),
+      hops,
+    })
+    for (const item of items) {
+      item.seq = seq
+      functionStore.insertWork(tenantId, item.entry.name, seq)
+    }
+    return routed
+  }
+
+  /**
+   * The broker's handler: a device's message that triggers functions is journaled (QoS 1/2, and
+   * QoS 0 with `durability.journalQos0`) before `done` lets the broker acknowledge it; its
+   * invocations are queued after the commit. A resend of a message already journaled is only
+   * acknowledged. Acknowledgements keep the order the messages came in.
+   */
+  const handleMessage = (message: BrokerMessage, done: (error: Error | null) => void): void => {
+    const { source } = message
+    const durable = journalMessages && (message.qos > 0 || journalQos0)
+    let digest: Buffer | undefined
+    let forget = false
+    // Only messages that are journaled have their ids kept, so only they can end the resends.
+    if (durable && source?.connection.resending === true && triggers(message)) {
+      digest = publishIds.digest(message.topic, message.qos, message.retain, message.payload)
+      if (publishIds.isResend(message.tenantId, source, digest)) {
+        journal.write(null, done)
+        return
+      }
+      source.connection.resending = false
+      forget = true
+    }
+    if (!durable) {
+      const { items } = route(message.tenantId, message, 0)
+      const run = () => {
+        for (const item of items) enqueue(item)
+      }
+      if (journal.pending === 0) {
+        run()
+        done(null)
+      } else {
+        journal.write(null, (error) => {
+          if (error === null) run()
+          done(error)
+        })
+      }
+      return
+    }
+    let items: Item[] = []
+    journal.write(
+      () => {
+        items = journalRoute(message.tenantId, message, 0).items
+        if (source === undefined || items.length === 0) return
+        digest ??= publishIds.digest(message.topic, message.qos, message.retain, message.payload)
+        publishIds.record(message.tenantId, source, digest)
+        if (forget) publishIds.forgetEarlier(message.tenantId, source)
+      },
+      (error) => {
+        if (error === null) for (const item of items) enqueue(item)
+        done(error)
+      },
+    )
+  }
+
+  /** The invocations of `onState` that state changes trigger, and those past the chain depth. */
+  const routeState = (tenantId: string, changes: readonly StateChange[], hops: number): Routed => {
+    const routed: Routed = { items: [], refusals: [] }
+    const functionsOfTenant = active.get(tenantId)
+    if (functionsOfTenant === undefined || closed || changes.length === 0) return routed
+    const at = now()
+    for (const change of changes) {
+      for (const entry of functionsOfTenant.values()) {
+        if (!entry.stateFilters.some((filter) => namespaceCovers(filter, change.namespace))) continue
+        const item = stateItemOf(entry, change, at, hops, undefined)
+        admit(routed, item, `a change to state namespace ${quote(change.namespace)}`)
+      }
+    }
+    return routed
+  }
+
+  /** An `onState` invocation; its journal row carries the change, under `$state/NAMESPACE`. */
+  const stateItemOf = (
+    entry: Active,
+    change: Pick<StateChange, 'namespace' | 'key' | 'op' | 'value'>,
+    at: number,
+    hops: number,
+    seq: number | undefined,
+  ): Item => ({
+    entry,
+    handler: 'onState',
+    call: {
+      args: [
+        {
+          namespace: change.namespace,
+          key: change.key,
+          op: change.op,
+          value: change.value === null ? null : (JSON.parse(change.value) as unknown),
+        },
+      ],
+      info: infoOf(entry, at),
+    },
+    payload: Buffer.from(
+      JSON.stringify({ namespace: change.namespace, key: change.key, op: change.op, value: change.value }),
+    ),
+    hops,
+    attempts: 0,
+    ...(seq === undefined ? {} : { seq }),
+  })
+
+  /** Journals the `onState` invocations of state changes (inside the journal's transaction). */
+  const journalStateRoute = (tenantId: string, changes: readonly StateChange[], hops: number): Routed => {
+    const routed = routeState(tenantId, changes, hops)
+    for (const item of routed.items) {
+      const { namespace } = item.call.args[0] as { namespace: string }
+      item.seq = functionStore.insertInbox({
+        tenantId,
+        topic: `${STATE_TOPIC}${namespace}`,
+        payload: item.payload as Buffer,
+        qos: 0,
+        retain: false,
+        deviceId: null,
+        receivedAt: item.call.info.now,
+        hops,
+      })
+      functionStore.insertWork(tenantId, item.entry.name, item.seq)
+    }
+    return routed
+  }
+
+  /** Whether a message triggers any function of its tenant. */
+  const triggers = (message: BrokerMessage): boolean => {
+    for (const entry of active.get(message.tenantId)?.values() ?? []) {
+      if (entry.filters.some((filter) => filterCovers(filter, message.topic))) return true
+    }
+    return false
+  }
+
+  /** Queues the journaled work a function still owes (after a restart, or when it is enabled again). */
+  const replay = (tenantId?: string, name?: string): number => {
+    let count = 0
+    for (const work of functionStore.pendingWork(tenantId, name)) {
+      const entry = active.get(work.tenantId)?.get(work.function)
+      if (entry === undefined) continue // disabled or not loaded: owed until it runs again
+      if (lanes.get(id(work.tenantId, work.function))?.seqs.has(work.seq)) continue // queued already
+      const item = work.topic.startsWith(STATE_TOPIC)
+        ? stateItemOf(
+            entry,
+            JSON.parse(work.payload.toString('utf8')) as StateChange,
+            work.receivedAt,
+            work.hops,
+            work.seq,
+          )
+        : itemOf(entry, work, decodePayload(work.payload), work.receivedAt, work.hops, work.seq)
+      enqueue(item, true)
+      count++
+    }
+    return count
   }
 
   const percentile = (values: number[], q: number): number | null => {
@@ -867,6 +1303,9 @@ export function createFunctions(options: FunctionsOptions): Functions {
   const functions: Functions = {
     async start() {
       for (const fn of functionStore.listAll()) if (fn.enabled) await load(fn)
+      // Journaled work left by the last run: what was acknowledged and not yet done runs first.
+      const replayed = replay()
+      if (replayed > 0) logger.info({ invocations: replayed }, 'replaying journaled messages')
     },
 
     deploy: (tenantId, request) =>
@@ -899,8 +1338,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
           if (key !== undefined) retire(tenantId, key)
           throw error
         }
-        if (key !== undefined) activate(tenantId, request.name, stored.version.version, key, spec)
-        else deactivate(tenantId, request.name)
+        if (key !== undefined) {
+          activate(tenantId, request.name, stored.version.version, key, spec)
+          // Work journaled for it while it was disabled or failed to load runs now.
+          replay(tenantId, request.name)
+        } else deactivate(tenantId, request.name)
         log(
           laneOf(tenantId, request.name),
           stored.version.version,
@@ -932,6 +1374,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
           const current = requireVersion(tenantId, name, fn.currentVersion)
           checkLimits(tenantId, current, quotas)
           updated = await swapIn(tenantId, name, current, store)
+          replay(tenantId, name)
         } else {
           if (!enabled) deactivate(tenantId, name)
           updated = store()
@@ -1097,10 +1540,68 @@ export function createFunctions(options: FunctionsOptions): Functions {
       return () => lane.listeners.delete(listener)
     },
 
-    handleMessage: (message) => dispatch(message, 0),
+    handleMessage,
+
+    stateChanged(tenantId, changes) {
+      let routed: Routed = { items: [], refusals: [] }
+      journal.write(
+        () => {
+          routed = journalStateRoute(tenantId, changes, 0)
+        },
+        (error) => {
+          if (error !== null) {
+            logger.error(
+              { err: error, tenant: tenantId },
+              'cannot journal the functions a state change triggers',
+            )
+            return
+          }
+          for (const item of routed.items) enqueue(item, true)
+        },
+      )
+    },
+
+    replayDeadLetters: (tenantId, request) =>
+      new Promise((resolve, reject) => {
+        requireTenant(tenantId)
+        if (request.name !== undefined) requireFunction(tenantId, request.name)
+        let items: Item[] = []
+        let skipped = 0
+        journal.write(
+          () => {
+            items = []
+            skipped = 0
+            const runnable = (letter: DeadLetter) =>
+              active.get(tenantId)?.has(letter.function) === true && replayable(letter.message) !== undefined
+            const letters = functionStore.takeDeadLetters(tenantId, request.name, request.ids, (letter) => {
+              if (runnable(letter)) return true
+              skipped++
+              return false
+            })
+            for (const letter of letters) {
+              const entry = active.get(tenantId)?.get(letter.function) as Active
+              const message = replayable(letter.message) as ReplayedMessage
+              const seq = functionStore.insertInbox({ tenantId, ...message, hops: 0 })
+              functionStore.insertWork(tenantId, entry.name, seq)
+              items.push(itemOf(entry, message, decodePayload(message.payload), message.receivedAt, 0, seq))
+            }
+          },
+          (error) => {
+            if (error !== null) {
+              reject(error)
+              return
+            }
+            for (const item of items) enqueue(item, true)
+            resolve({ replayed: items.length, skipped })
+          },
+        )
+      }),
 
     idle() {
-      if (busyLanes === 0) return Promise.resolve()
+      if (busyLanes === 0 && pausedLanes === 0 && journal.pending === 0) return Promise.resolve()
+      if (busyLanes === 0 && pausedLanes === 0) {
+        return new Promise((resolve) => journal.write(null, () => resolve(functions.idle())))
+      }
       return new Promise((resolve) => idleWaiters.push(resolve))
     },
 
@@ -1111,11 +1612,36 @@ export function createFunctions(options: FunctionsOptions): Functions {
         for (const entry of functionsOfTenant.values()) for (const timer of entry.timers) timer.stop()
       }
       await functions.idle()
-      if (pendingLetters.length > 0) flushLetters()
+      for (const lane of lanes.values()) {
+        if (lane.resume !== undefined) clearTimeout(lane.resume)
+        lane.resume = undefined
+      }
+      flushLetters()
+      journal.flush()
     },
     [Symbol.asyncDispose]: () => functions.close(),
   }
   return functions
+}
+
+/** A dead letter's message as it is journaled again; ticks have none. */
+type ReplayedMessage = Required<RoutedMessage> & { deviceId: string | null }
+
+/** The message of a dead letter of `onMessage`, read back from what {@link letterOf} kept. */
+function replayable(kept: unknown): ReplayedMessage | undefined {
+  if (typeof kept !== 'object' || kept === null) return undefined
+  const { handler, message } = kept as { handler?: unknown; message?: unknown }
+  if (handler !== 'onMessage' || typeof message !== 'object' || message === null) return undefined
+  const { topic, payloadBase64, qos, retain, device, ts } = message as Record<string, unknown>
+  if (typeof topic !== 'string' || typeof payloadBase64 !== 'string') return undefined
+  return {
+    topic,
+    payload: Buffer.from(payloadBase64, 'base64'),
+    qos: qos === 1 || qos === 2 ? qos : 0,
+    retain: retain === true,
+    deviceId: typeof device === 'string' ? device : null,
+    receivedAt: typeof ts === 'number' && Number.isFinite(ts) ? ts : Date.now(),
+  }
 }
 
 /** A topic for a sample message: the first trigger filter with its wildcards filled in. */

@@ -13,8 +13,12 @@ import type { GatewayConfig, Quotas } from './config.ts'
 import { ADMIN_TOKEN_FILE, API_URL_FILE, STORE_FILE } from './data-files.ts'
 import { createFunctionStore, type FunctionStore } from './function-store.ts'
 import { createFunctions, type Functions, type Scheduler } from './functions.ts'
-import { createMetrics, type Metrics } from './metrics.ts'
+import { createJournal, type Journal } from './journal.ts'
+import { createMetrics, createOutboxMetrics, type Metrics } from './metrics.ts'
+import { createOutbox, loadOutboxKey, OUTBOX_SWEEP_RECORDS, type Outbox } from './outbox.ts'
 import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
+import { createPublishIds } from './publish-ids.ts'
+import { createStateStore, type StateChange } from './state-store.ts'
 import { createStore, type Store } from './store.ts'
 
 /** Options of {@link createGateway}. */
@@ -51,6 +55,10 @@ export interface Gateway {
   readonly functionStore: FunctionStore
   /** The sandbox worker pool the functions run in. */
   readonly pool: WorkerPool
+  /** Records from `ctx.emit` waiting for the uplink. */
+  readonly outbox: Outbox
+  /** The group commit of messages and results. */
+  readonly journal: Journal
   /** Stops accepting, disconnects clients, then closes the store: children before parents. */
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
@@ -71,7 +79,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     for (const close of opened.reverse()) await close()
   }
   try {
-    const store = createStore({ file: join(dataDir, STORE_FILE) })
+    const store = createStore({
+      file: join(dataDir, STORE_FILE),
+      durability: config.durability.mode,
+      maxBytes: config.durability.maxStoreBytes,
+    })
     opened.push(() => store.close())
     const adminToken = ensureAdminToken(dataDir, store)
     const persistence: SqlitePersistence = createSqlitePersistence({ db: store.db })
@@ -92,6 +104,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const pool: WorkerPool = createWorkerPool({
       size: config.functions.workers ?? Math.max(1, cpus().length - 1),
       memoryLimitBytes: config.functions.tenantMemoryMb * 1024 * 1024,
+      // Workers read committed function state through their own read-only connections.
+      stateDatabase: join(dataDir, STORE_FILE),
       onWorkerError: (error) => logger.error({ err: error }, 'a sandbox worker crashed'),
     })
     opened.push(() => pool.close())
@@ -101,13 +115,51 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       isolations: pool.isolations,
     }))
     const functionStore = createFunctionStore(store.db, { deadLetterLimit: config.functions.deadLetterLimit })
-    const broker = await createBroker({ store, persistence, hasher, metrics, logger, config })
+    const journal = createJournal({
+      db: store.db,
+      commitWindowMs: config.durability.commitWindowMs,
+      maxBatch: config.durability.maxBatch,
+      logger,
+      registry: metrics.registry,
+    })
+    // Closed after the functions (their last results), before the store.
+    opened.push(() => journal.close())
     const quotasOf = (tenantId: string): Quotas | undefined => {
       const tenant = store.getTenant(tenantId)
       return tenant === undefined
         ? undefined
         : ({ ...config.tenantDefaults.quotas, ...tenant.quotaOverrides } as Quotas)
     }
+    const publishIds = createPublishIds(store.db)
+    const stateStore = createStateStore(store.db)
+    const outboxMetrics = createOutboxMetrics(metrics.registry)
+    const outbox = await createOutbox({
+      db: store.db,
+      key: loadOutboxKey(dataDir),
+      quotasOf: (tenantId) => quotasOf(tenantId),
+      metrics: outboxMetrics,
+    })
+    opened.push(() => outbox.close())
+    // Records past their TTL go once a minute, in bounded transactions, one per event-loop turn.
+    const sweep = (): void => {
+      try {
+        if (outbox.sweep() === OUTBOX_SWEEP_RECORDS) setImmediate(sweep)
+      } catch (error) {
+        logger.error({ err: error }, 'cannot sweep the outbox')
+      }
+    }
+    const sweeper = setInterval(sweep, OUTBOX_SWEEP_INTERVAL_MS)
+    sweeper.unref()
+    opened.push(() => clearInterval(sweeper))
+    const broker = await createBroker({
+      store,
+      persistence,
+      hasher,
+      metrics,
+      logger,
+      config,
+      newConnection: publishIds.connection,
+    })
     const functions = createFunctions({
       functionStore,
       broker,
@@ -115,11 +167,33 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       metrics,
       logger,
       config: config.functions,
+      journal,
+      publishIds,
+      outbox,
+      state: stateStore,
+      journalQos0: config.durability.journalQos0,
+      journalMessages: config.durability.journal,
       quotas: quotasOf,
       ...(options.scheduler === undefined ? {} : { scheduler: options.scheduler }),
     })
     // Closed after the broker (no new messages), before the pool (invocations in flight finish).
     opened.push(() => functions.close())
+    // Keys and namespaces whose lease ran out go every second; functions see those changes too.
+    const stateSweeper = setInterval(() => {
+      try {
+        const byTenant = new Map<string, StateChange[]>()
+        for (const change of stateStore.sweep()) {
+          const ofTenant = byTenant.get(change.tenantId) ?? []
+          ofTenant.push(change)
+          byTenant.set(change.tenantId, ofTenant)
+        }
+        for (const [tenantId, ofTenant] of byTenant) functions.stateChanged(tenantId, ofTenant)
+      } catch (error) {
+        logger.error({ err: error }, 'cannot sweep function state')
+      }
+    }, STATE_SWEEP_INTERVAL_MS)
+    stateSweeper.unref()
+    opened.push(() => clearInterval(stateSweeper))
     opened.push(() => broker.close())
     await functions.start()
     broker.setMessageHandler(functions.handleMessage)
@@ -133,7 +207,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       defaultQuotas: config.tenantDefaults.quotas,
       maxBodyBytes: config.http.maxBodyBytes,
       publicMetrics: config.http.publicMetrics,
-      functions: { runtime: functions, store: functionStore },
+      functions: { runtime: functions, store: functionStore, outbox },
+      state: {
+        store: stateStore,
+        onChanges: (tenantId, changes) => functions.stateChanged(tenantId, changes),
+      },
     })
     const http = await new Promise<ServerType>((resolvePromise, reject) => {
       const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.host }, () =>
@@ -170,6 +248,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       functions,
       functionStore,
       pool,
+      outbox,
+      journal,
       close: () => {
         closing ??= closeOpened().then(() => logger.info('gateway stopped'))
         return closing
@@ -182,6 +262,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     throw error
   }
 }
+
+/** How often state keys and namespaces whose lease ran out are removed. */
+const STATE_SWEEP_INTERVAL_MS = 1000
+
+/** How often records past their TTL are dropped from the outbox. */
+const OUTBOX_SWEEP_INTERVAL_MS = 60_000
 
 /** Reads `DATA/admin-token`, creating it (mode 0600) on first start, and registers its hash. */
 function ensureAdminToken(dataDir: string, store: Store): string {

@@ -227,3 +227,73 @@ export function createMetrics(): Metrics {
     },
   }
 }
+
+// Outbox: figures kept by the outbox in the store, read at scrape time.
+
+/**
+ * Why an outbox record was dropped before the uplink took it: `quota_oldest` and `quota_priority`
+ * by the tenant's `outboxPolicy` at its byte bound, `ttl` past `outboxTtlMs`. Each reason is a
+ * label value of `taureau_outbox_dropped_total`.
+ */
+export type OutboxDropReason = 'quota_oldest' | 'quota_priority' | 'ttl'
+
+/** One tenant's outbox figures. */
+export interface OutboxFigures {
+  tenantId: string
+  bytes: number
+  records: number
+  dropped: Readonly<Record<OutboxDropReason, number>>
+}
+
+/** The outbox's Prometheus series, registered once per registry by {@link createOutboxMetrics}. */
+export interface OutboxMetrics {
+  /** Where the figures are read at scrape time; a later call replaces an earlier one. */
+  observe(read: () => Iterable<OutboxFigures>): void
+}
+
+const OUTBOX_DROP_REASONS: readonly OutboxDropReason[] = ['quota_oldest', 'quota_priority', 'ttl']
+
+/**
+ * Registers `taureau_outbox_bytes{tenant}`, `taureau_outbox_records{tenant}` and
+ * `taureau_outbox_dropped_total{tenant,reason}` on a registry (the gateway's `metrics.registry`).
+ * The outbox keeps these figures in the store, in the transaction that changes its records, so a
+ * rolled back append never counts a drop; a deleted tenant's series go with its rows.
+ */
+export function createOutboxMetrics(registry: Registry): OutboxMetrics {
+  let read: (() => Iterable<OutboxFigures>) | undefined
+  const perTenant = (name: string, help: string, figure: (f: OutboxFigures) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['tenant'],
+      registers: [registry],
+      collect(this: Gauge) {
+        this.reset()
+        if (read === undefined) return
+        for (const figures of read()) this.set({ tenant: figures.tenantId }, figure(figures))
+      },
+    })
+  }
+  perTenant('taureau_outbox_bytes', 'Bytes of records waiting in the outbox, per tenant', (f) => f.bytes)
+  perTenant('taureau_outbox_records', 'Records waiting in the outbox, per tenant', (f) => f.records)
+  new Counter({
+    name: 'taureau_outbox_dropped_total',
+    help: 'Outbox records dropped before the uplink took them, per tenant and reason',
+    labelNames: ['tenant', 'reason'],
+    registers: [registry],
+    collect(this: Counter) {
+      this.reset()
+      if (read === undefined) return
+      for (const figures of read()) {
+        for (const reason of OUTBOX_DROP_REASONS) {
+          this.inc({ tenant: figures.tenantId, reason }, figures.dropped[reason])
+        }
+      }
+    },
+  })
+  return {
+    observe(next) {
+      read = next
+    },
+  }
+}

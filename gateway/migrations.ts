@@ -115,6 +115,7 @@ export const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
         received_at INTEGER NOT NULL,
         hops INTEGER NOT NULL
       ) STRICT;
+      CREATE INDEX inbox_by_tenant ON inbox (tenant_id);
       CREATE TABLE inbox_work (
         seq INTEGER NOT NULL REFERENCES inbox (seq) ON DELETE CASCADE,
         tenant_id TEXT NOT NULL,
@@ -147,6 +148,47 @@ export const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, namespace)
       ) STRICT, WITHOUT ROWID;
+    `)
+  },
+  // 5: the outbox sealed at rest (nonce || XChaCha20-Poly1305 ciphertext), with priority, byte
+  // count and expiry per record; running usage totals and drop counts per tenant (updated in the
+  // transaction that changes the records); the audit of dropped records, kept bounded per tenant.
+  (db) => {
+    db.exec(`
+      DROP TABLE outbox;
+      CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        function TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX outbox_by_tenant ON outbox (tenant_id, seq);
+      CREATE INDEX outbox_by_priority ON outbox (tenant_id, priority, seq);
+      CREATE INDEX outbox_by_expiry ON outbox (expires_at);
+      CREATE TABLE outbox_usage (
+        tenant_id TEXT PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+        bytes INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        dropped_quota_oldest INTEGER NOT NULL,
+        dropped_quota_priority INTEGER NOT NULL,
+        dropped_ttl INTEGER NOT NULL
+      ) STRICT, WITHOUT ROWID;
+      CREATE TABLE outbox_drops (
+        id INTEGER PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        function TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('quota_oldest', 'quota_priority', 'ttl')),
+        at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX outbox_drops_by_tenant ON outbox_drops (tenant_id, id);
     `)
   },
 ]

@@ -45,6 +45,8 @@ export interface StoreOptions {
   file: string
   /** `power-loss` makes every commit fsync (`synchronous=FULL`); `process-crash` uses `NORMAL`. */
   durability?: 'power-loss' | 'process-crash'
+  /** Largest size of the file, in bytes; writes past it fail with SQLITE_FULL. */
+  maxBytes?: number | null | undefined
   /** Clock for timestamps (ms since epoch). */
   now?: () => number
 }
@@ -110,6 +112,10 @@ export function createStore(options: StoreOptions): Store {
     db.pragma('foreign_keys = ON')
     db.pragma('busy_timeout = 5000')
     migrate(db)
+    if (options.maxBytes != null) {
+      const pageSize = db.pragma('page_size', { simple: true }) as number
+      db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxBytes / pageSize))}`)
+    }
   } catch (cause) {
     db.close()
     throw new GatewayError(

@@ -1,9 +1,17 @@
 /**
  * JavaScript evaluated in every function's QuickJS context before the function itself. It
- * evaluates to a factory; the host calls it once with the sandbox's limits and keeps the returned
- * object, so nothing of it is reachable from the global object. It runs one invocation at a time:
- * it builds `ctx` inside the guest (no host object ever enters the sandbox), buffers the effects as
- * JSON text, and hands back one JSON string per invocation.
+ * evaluates to a factory; the host calls it once with the sandbox's limits and the host's state
+ * function, and keeps the returned object, so nothing of it is reachable from the global object.
+ * It runs one invocation at a time: it builds `ctx` inside the guest (no host object enters the
+ * sandbox but that function), buffers the effects as JSON text, and hands back one JSON string per
+ * invocation.
+ *
+ * `ctx.state` is the one way out during a call: its methods call the host's state function
+ * synchronously (a read may need committed state, which only the host has). The function is a
+ * parameter of the factory, so only the closures below hold it: it is on no object the function
+ * can reach, and `ctx.state`'s methods are frozen. It takes primitives only, never runs guest code,
+ * checks every argument itself, and keeps the call's writes on the host side: whatever a function
+ * does, it can neither forge a write nor name another namespace than the ones it asked for.
  *
  * The function's module is evaluated after this, in the same realm, and may replace any global or
  * prototype method. So everything used after setup is captured here first (`JSON.parse`,
@@ -33,7 +41,7 @@
  *   most 1000 characters, never with a stack.
  */
 export const GUEST_BOOTSTRAP = `
-(function bootstrap(limitsJson) {
+(function bootstrap(limitsJson, hostState) {
   'use strict'
   const G = globalThis
   const parse = JSON.parse
@@ -54,6 +62,7 @@ export const GUEST_BOOTSTRAP = `
   const charCodeAt = String.prototype.charCodeAt
   const fromCharCode = String.fromCharCode
   const stringSlice = String.prototype.slice
+  const stringIncludes = String.prototype.includes
   const Bytes = Uint8Array
   const TypedArrayPrototype = getPrototypeOf(Uint8Array.prototype)
   // Internal-slot checks that a function cannot fake or redefine.
@@ -64,6 +73,7 @@ export const GUEST_BOOTSTRAP = `
   const limits = parse(limitsJson)
   const MAX_EFFECTS = limits.maxEffects
   const MAX_LOGS = limits.maxLogs
+  const MAX_STATE_VALUE = limits.maxStateValueBytes
   const MAX_TEXT = 1000
 
   const own = (value) => ({ __proto__: null, value, writable: true, enumerable: true, configurable: true })
@@ -241,6 +251,57 @@ export const GUEST_BOOTSTRAP = `
   freeze(api.publish)
   freeze(api.emit)
   freeze(api.log)
+
+  // ctx.state. The host answers with a tag and text: 'v' and JSON, 'u' for undefined, or 'e' and
+  // the message of a TypeError. '' names the function's private namespace.
+  const stateReply = (reply) => {
+    if (typeof reply !== 'string') throw new TypeErrorClass('Cannot use ctx.state as the sandbox failed')
+    const tag = apply(charCodeAt, reply, [0])
+    if (tag === 117) return undefined
+    const text = apply(stringSlice, reply, [1])
+    if (tag === 101) throw new TypeErrorClass(text)
+    return apply(stringIncludes, text, [BYTES]) ? parse(text, revive) : parse(text)
+  }
+  const option = (options, name) => (options === undefined || options === null ? undefined : options[name])
+  const stateOf = (path) => {
+    const state = {
+      get(key) {
+        return stateReply(hostState('get', path, key))
+      },
+      set(key, value, options) {
+        const json = stringify(value, replace)
+        // A value too large is told by its length: the host need not copy it out to refuse it.
+        const sent = typeof json === 'string' && json.length > MAX_STATE_VALUE ? json.length : json
+        stateReply(hostState('set', path, key, sent, option(options, 'ttlMs')))
+      },
+      delete(key) {
+        stateReply(hostState('delete', path, key))
+      },
+      incr(key, by) {
+        return stateReply(hostState('incr', path, key, by === undefined ? 1 : by))
+      },
+      keys(prefix, options) {
+        const from = prefix === undefined ? '' : prefix
+        return stateReply(hostState('keys', path, from, option(options, 'after'), option(options, 'limit')))
+      },
+      lease(ttlMs) {
+        stateReply(hostState('lease', path, ttlMs))
+      },
+    }
+    const names = ownKeys(state)
+    for (let i = 0; i < names.length; i++) freeze(state[names[i]])
+    return state
+  }
+  // ctx.state is the private namespace; ns(path) gives the same API on a tenant-shared one.
+  const privateState = stateOf('')
+  const ns = function ns(path) {
+    stateReply(hostState('ns', path))
+    const shared = stateOf(path)
+    defineProperty(shared, 'namespace', own(path))
+    return freeze(shared)
+  }
+  defineProperty(privateState, 'ns', own(freeze(ns)))
+  freeze(privateState)
   let ctx = null
 
   return freeze({
@@ -277,6 +338,7 @@ export const GUEST_BOOTSTRAP = `
         publish: api.publish,
         emit: api.emit,
         log: api.log,
+        state: privateState,
       })
     },
     /** Runs one invocation; callJson is [now, ...args]. Returns the outcome as JSON text. */

@@ -3,6 +3,7 @@ export { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './erro
 export {
   type CallOutcome,
   type CompileOptions,
+  createStateOverlay,
   createTenantSandbox,
   type GuestEmit,
   type GuestPublish,
@@ -10,6 +11,15 @@ export {
   type InvocationCall,
   type InvocationInfo,
   type InvocationResult,
+  STATE_LIMITS,
+  type StateLease,
+  type StateOverlay,
+  type StateSource,
+  type StateWrite,
+  stateKeyProblem,
+  stateNamespaceProblem,
+  statePrefixEnd,
+  stateTtlProblem,
   type TenantSandbox,
   type TenantSandboxOptions,
 } from './tenant-sandbox.ts'

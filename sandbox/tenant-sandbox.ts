@@ -133,10 +133,15 @@ export interface TenantSandboxOptions {
   compileDeadlineMs?: number
   /** A module instance from {@link prepareSandboxInstance}, used instead of a new one. */
   instance?: SandboxInstance
+  /**
+   * Committed function state, read by `ctx.state` for keys no write of the call or of the
+   * batch's earlier calls has touched. Without it, functions see no committed state.
+   */
+  state?: StateSource
 }
 
 /** What a function's module must export, checked at compile time. */
-export type HandlerName = 'onMessage' | 'onSchedule'
+export type HandlerName = 'onMessage' | 'onSchedule' | 'onState'
 
 /** Options of a compiled function. */
 export interface CompileOptions {
@@ -170,6 +175,13 @@ export interface InvocationResult {
   durationMs: number
   /** The tenant module's WebAssembly memory after the call, in bytes. */
   memoryBytes: number
+  /**
+   * The call's writes to function state, one per key it wrote (the last write wins; an increment
+   * after a set or delete becomes a set), for the host to commit with the other effects.
+   */
+  state: StateWrite[]
+  /** The leases the call put on (or removed from) whole namespaces, one per namespace. */
+  leases: StateLease[]
 }
 
 /** What `ctx` tells the function about itself and the invocation. */
@@ -204,14 +216,23 @@ export interface BatchControl {
   onReload?(index: number, deadlineAt: number): void
   /** Called after call `index`, with the host time it took; returning true ends the batch there. */
   onCallEnd?(index: number, outcome: CallOutcome, spentMs: number): boolean | undefined
+  /**
+   * The overlay of each call: the state writes of the earlier successful calls of its batch, for a
+   * scheduler that cuts batches and joins pieces of several (it keeps each batch's overlay between
+   * its pieces). A call reads through its overlay and, when it succeeds, adds its writes to it;
+   * null makes a call a batch of its own. Without them the calls of this `invokeBatch()` are one
+   * batch.
+   */
+  overlays?: ReadonlyArray<StateOverlay | null>
 }
 
 /**
  * One tenant's sandbox: its own QuickJS WebAssembly instance (its own capped linear memory), and in
  * it one QuickJS runtime and context per function, so a function never sees another's globals or
  * prototypes. Functions are compiled as ES modules and invoked with JSON values; nothing of the
- * host enters the guest. After a memory failure or a host-side fault the sandbox is `broken` and
- * must be replaced: it is never trusted to recover, nor to dispose cleanly.
+ * host enters the guest but the state function that `ctx.state` calls, which only the bootstrap
+ * holds. After a memory failure or a host-side fault the sandbox is `broken` and must be replaced:
+ * it is never trusted to recover, nor to dispose cleanly.
  */
 export interface TenantSandbox {
   readonly tenantId: string
@@ -238,7 +259,9 @@ export interface TenantSandbox {
   /**
    * Runs the calls in order, each with its own deadline of `deadlineMs`, and returns one outcome
    * per call run. Fewer outcomes than calls come back when `control` ended the batch or the
-   * sandbox broke (the last outcome then says why): the caller runs the rest elsewhere.
+   * sandbox broke (the last outcome then says why): the caller runs the rest elsewhere. Each
+   * call reads the state writes of the batch's earlier successful calls (read-your-writes across
+   * the batch, as the host commits them in order), through `control.overlays` when given.
    */
   invokeBatch(
     key: string,
@@ -298,8 +321,28 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
   const maxEffects = options.maxEffects ?? 100
   const maxLogLines = options.maxLogLines ?? 100
   const compileDeadlineMs = options.compileDeadlineMs ?? 1000
-  const limits = { tenant: tenantId.split('\u0000')[0], maxEffects, maxLogs: maxLogLines }
+  const stateSource = options.state
+  /** The tenant itself: a sandbox kept apart (see tenantId) reads and writes the tenant's state. */
+  const tenant = tenantId.split('\u0000')[0] ?? tenantId
+  const limits = { tenant, maxEffects, maxLogs: maxLogLines, maxStateValueBytes: STATE_LIMITS.maxValueBytes }
   const functions = new Map<string, FunctionRuntime>()
+  // The state of the call running now: the state function answers only while one runs.
+  let session: StateSession | undefined
+  const stateCall = (context: QuickJSContext, args: QuickJSHandle[]): QuickJSHandle | undefined => {
+    try {
+      const reply =
+        session === undefined
+          ? 'eCannot use ctx.state outside an invocation'
+          : answerState(
+              session,
+              args.map((arg) => readStateArg(context, arg)),
+            )
+      return context.newString(reply)
+    } catch {
+      // Out of memory in the guest: the host sees it (memoryHit) and fails the call.
+      return undefined
+    }
+  }
   let broken = false
   let disposed = false
 
@@ -442,7 +485,9 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       // Math.random's seed: 128 bits of host randomness per runtime (see GUEST_BOOTSTRAP).
       const seed = Array.from(getRandomValues(new Uint32Array(4)))
       const setup = keep(context.newString(JSON.stringify({ ...limits, seed })))
-      const api = booted(context.callFunction(factory, context.undefined, setup))
+      // ctx.state's way to the host: handed to the bootstrap, which keeps it out of the function's reach.
+      const state = keep(context.newFunction('state', (...args) => stateCall(context, args)))
+      const api = booted(context.callFunction(factory, context.undefined, setup, state))
       const setModule = keep(context.getProp(api, 'setModule'))
       partial.setInfo = keep(context.getProp(api, 'setInfo'))
       partial.run = keep(context.getProp(api, 'run'))
@@ -538,6 +583,7 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
     call: InvocationCall,
     callDeadlineAt: number,
     deadlineMs: number,
+    overlay: StateOverlay,
   ): CallOutcome => {
     const { key } = fn
     const started = performance.now()
@@ -564,11 +610,21 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
     memoryCeiling =
       fn.memoryBytes === undefined ? Number.POSITIVE_INFINITY : memory.buffer.byteLength + fn.memoryBytes
     deadlineAt = callDeadlineAt
+    const state = openStateSession(
+      tenant,
+      String(call.info.name),
+      stateSource,
+      overlay,
+      maxEffects,
+      maxOutputBytes,
+    )
+    session = state
     let reply: { text: string } | { error: GuestError | null }
     try {
       reply = (info === undefined ? undefined : setInfo(fn, call.info, info)) ?? runGuest(fn, handler, json)
     } finally {
       deadlineAt = Number.POSITIVE_INFINITY
+      session = undefined
     }
     const grewPastLimit = memoryHit()
     memoryCeiling = Number.POSITIVE_INFINITY
@@ -584,21 +640,24 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         SANDBOX_ERROR_CODES.memory,
         `Function '${key}' ran out of memory (${limitText(fn)})`,
       )
+    } else if ('error' in reply && isInterrupted(reply.error)) {
+      outcome = outcomeOf(
+        SANDBOX_ERROR_CODES.deadline,
+        `Function '${key}' ran past its ${deadlineMs} ms deadline`,
+      )
+    } else if (state.failure !== undefined) {
+      // Not the function's doing, whatever it made of the error it got.
+      outcome = outcomeOf(SANDBOX_ERROR_CODES.broken, `Cannot run function '${key}' as ${state.failure}`)
+    } else if (state.refusal !== undefined) {
+      // A bound of ctx.state fails the invocation even when the function caught the error.
+      outcome = outcomeOf(SANDBOX_ERROR_CODES.badOutput, `Function '${key}' ${state.refusal}`)
     } else if ('error' in reply) {
-      const error = reply.error
-      if (isInterrupted(error)) {
-        outcome = outcomeOf(
-          SANDBOX_ERROR_CODES.deadline,
-          `Function '${key}' ran past its ${deadlineMs} ms deadline`,
-        )
-      } else {
-        outcome = outcomeOf(
-          SANDBOX_ERROR_CODES.handlerThrew,
-          `Function '${key}' failed: ${describeError(error)}`,
-        )
-      }
+      outcome = outcomeOf(
+        SANDBOX_ERROR_CODES.handlerThrew,
+        `Function '${key}' failed: ${describeError(reply.error)}`,
+      )
     } else {
-      outcome = readOutcome(fn, reply.text, durationMs)
+      outcome = readOutcome(fn, reply.text, durationMs, state)
     }
     if (jobsLeft && !broken) {
       // Rebuilt before the next call, under the compile deadline and not this call's (its top
@@ -669,7 +728,12 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
   }
 
   /** Reads the bootstrap's outcome text; the guest is not trusted, so every field is checked. */
-  const readOutcome = (fn: FunctionRuntime, text: string, durationMs: number): CallOutcome => {
+  const readOutcome = (
+    fn: FunctionRuntime,
+    text: string,
+    durationMs: number,
+    state: StateSession,
+  ): CallOutcome => {
     const { key } = fn
     if (
       text.length > maxOutputBytes ||
@@ -740,6 +804,9 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
         logs: logs as string[],
         durationMs,
         memoryBytes: memory.buffer.byteLength,
+        // Kept by the host as the call made them: the guest's outcome text never names a write.
+        state: [...state.writes.values()],
+        leases: [...state.leases].map(([namespace, ttlMs]) => ({ namespace, ttlMs })),
       },
     }
   }
@@ -809,9 +876,11 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
       }
       return guard(() => {
         const outcomes: CallOutcome[] = []
+        const ownOverlay = createStateOverlay()
         for (let index = 0; index < calls.length; index++) {
           const started = performance.now()
           let outcome: CallOutcome
+          let overlay: StateOverlay | null = null
           try {
             // Looked up per call: a reload after left-over promise jobs replaces the runtime.
             let fn = functions.get(key)
@@ -820,6 +889,8 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
               fn = reload(fn)
             }
             const callDeadlineAt = sharedClockNow() + deadlineMs
+            const given = control?.overlays?.[index]
+            overlay = given === undefined ? ownOverlay : given
             control?.onCallStart?.(index, callDeadlineAt)
             outcome =
               fn === undefined
@@ -827,7 +898,14 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
                     SANDBOX_ERROR_CODES.handlerThrew,
                     `Cannot run function '${key}' as it is not deployed`,
                   )
-                : runCall(fn, handler, calls[index] as InvocationCall, callDeadlineAt, deadlineMs)
+                : runCall(
+                    fn,
+                    handler,
+                    calls[index] as InvocationCall,
+                    callDeadlineAt,
+                    deadlineMs,
+                    overlay ?? NO_OVERLAY,
+                  )
           } catch (error) {
             // A host-side fault: the calls before this one stand, this one and the rest do not run here.
             if (!(error instanceof SandboxError)) broken = true
@@ -840,6 +918,8 @@ export async function createTenantSandbox(options: TenantSandboxOptions): Promis
                   )
           }
           outcomes.push(outcome)
+          // The batch's later calls read what this one wrote; a failed call wrote nothing.
+          if (outcome.ok) overlay?.add(outcome.result.state)
           const stop = control?.onCallEnd?.(index, outcome, performance.now() - started) === true
           if (stop || broken) break
         }
@@ -913,4 +993,448 @@ export function publishProblem(publish: GuestPublish): string | undefined {
   if (levels.some((level) => level === '.' || level === '..')) return "'.' and '..' levels are refused"
   if (![0, 1, 2].includes(publish.qos)) return 'qos must be 0, 1 or 2'
   return undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function state (ctx.state)
+
+/**
+ * Bounds of function state, shared by the sandbox, the gateway's store and its API. Keys and
+ * namespace paths count UTF-16 code units (JavaScript's `length`); values count the bytes of their
+ * JSON text in UTF-8.
+ */
+export const STATE_LIMITS = {
+  maxKeyChars: 256,
+  maxValueBytes: 256 * 1024,
+  maxNamespaceChars: 256,
+  maxNamespaceLevels: 8,
+  /** Most keys one `keys()` call, or one page of the API, returns. */
+  maxListedKeys: 1000,
+  /** Longest lease on a key or a namespace: ten years. */
+  maxTtlMs: 10 * 365 * 24 * 3600 * 1000,
+} as const
+
+/** One write of an invocation to function state, as the host commits it. */
+export interface StateWrite {
+  /** `@` and the function's name for its private namespace, else a shared namespace's path. */
+  namespace: string
+  key: string
+  op: 'set' | 'delete' | 'incr'
+  /** The value's JSON text (`set`). */
+  value?: string
+  /** The increment (`incr`), committed as `value + by` so that concurrent increments all count. */
+  by?: number
+  /** The key's own lease (`set`): the key goes this long after the write is committed. */
+  ttlMs?: number
+}
+
+/** A lease an invocation put on a whole namespace (`ttlMs`), or removed (`null`). */
+export interface StateLease {
+  namespace: string
+  ttlMs: number | null
+}
+
+/**
+ * Committed function state, read synchronously while a call runs. Both reads honour key leases
+ * (`expires_at`) and namespace leases; each is one indexed lookup or one bounded range scan.
+ */
+export interface StateSource {
+  /** The value's JSON text; undefined when there is none, it expired or its namespace lapsed. */
+  get(tenantId: string, namespace: string, key: string): string | undefined
+  /** Up to `limit` keys above `after` that start with `prefix`, in code point (UTF-8 byte) order. */
+  keys(tenantId: string, namespace: string, prefix: string, after: string, limit: number): string[]
+}
+
+/**
+ * The state writes of a batch's earlier successful calls, folded per key, which its later calls
+ * read (see {@link BatchControl.overlays}).
+ */
+export interface StateOverlay {
+  /** Folds in the writes of one more successful call. */
+  add(writes: readonly StateWrite[]): void
+}
+
+interface OverlayEntries extends StateOverlay {
+  readonly entries: Map<string, StateWrite>
+}
+
+/** An overlay holding `writes`, the writes of a batch's earlier successful calls in order. */
+export function createStateOverlay(writes: readonly StateWrite[] = []): StateOverlay {
+  const entries = new Map<string, StateWrite>()
+  const overlay: OverlayEntries = {
+    entries,
+    add(list) {
+      for (const write of list) {
+        const id = stateId(write.namespace, write.key)
+        entries.set(id, mergeWrite(entries.get(id), write))
+      }
+    },
+  }
+  overlay.add(writes)
+  return overlay
+}
+
+/** What a call that is a batch of its own reads through: nothing is ever added to it. */
+const NO_OVERLAY = createStateOverlay()
+
+const NAMESPACE_LEVEL = /^[A-Za-z0-9._-]+$/
+const LONE_SURROGATE = /\p{Cs}/u
+
+/** Why `key` cannot be a state key (1-256 characters, no lone surrogate, no U+0000), or undefined. */
+export function stateKeyProblem(key: unknown): string | undefined {
+  if (typeof key !== 'string') return `a key must be a string, not ${typeName(key)}`
+  if (key.length === 0) return 'the key is empty'
+  if (key.length > STATE_LIMITS.maxKeyChars) {
+    return `the key is longer than ${STATE_LIMITS.maxKeyChars} characters`
+  }
+  return textProblem(key, 'key')
+}
+
+/**
+ * Why `path` cannot name a shared namespace, or undefined: `/`-separated levels of letters,
+ * digits, `.`, `_` and `-` (not `.` or `..`), at most 8 levels and 256 characters.
+ */
+export function stateNamespaceProblem(path: unknown): string | undefined {
+  if (typeof path !== 'string') return `a namespace path must be a string, not ${typeName(path)}`
+  if (path.length === 0) return 'the path is empty'
+  if (path.length > STATE_LIMITS.maxNamespaceChars) {
+    return `the path is longer than ${STATE_LIMITS.maxNamespaceChars} characters`
+  }
+  const levels = path.split('/')
+  if (levels.length > STATE_LIMITS.maxNamespaceLevels) {
+    return `the path has more than ${STATE_LIMITS.maxNamespaceLevels} levels`
+  }
+  for (const level of levels) {
+    if (!NAMESPACE_LEVEL.test(level)) return "each level is one or more letters, digits, '.', '_' or '-'"
+    if (level === '.' || level === '..') return "'.' and '..' levels are refused"
+  }
+  return undefined
+}
+
+/** Why `ttlMs` cannot be a lease, or undefined: a whole number of ms, 1 to ten years. */
+export function stateTtlProblem(ttlMs: unknown): string | undefined {
+  return typeof ttlMs === 'number' && Number.isInteger(ttlMs) && ttlMs >= 1 && ttlMs <= STATE_LIMITS.maxTtlMs
+    ? undefined
+    : `ttlMs must be a whole number of ms from 1 to ${STATE_LIMITS.maxTtlMs}, not ${describeValue(ttlMs)}`
+}
+
+/** Orders keys by code point, as SQLite orders UTF-8 text: UTF-16 order differs past U+D7FF. */
+function compareStateKeys(a: string, b: string): number {
+  const length = Math.min(a.length, b.length)
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i)
+    const y = b.charCodeAt(i)
+    if (x !== y) return codeUnitRank(x) - codeUnitRank(y)
+  }
+  return a.length - b.length
+}
+
+/**
+ * The least string above every string that starts with `prefix`, in code point order (so the keys
+ * with a prefix are one range of an index: `key >= prefix AND key < end`); undefined when there is
+ * none (an empty prefix, or one of U+10FFFF only).
+ */
+export function statePrefixEnd(prefix: string): string | undefined {
+  const points = Array.from(prefix)
+  while (points.length > 0) {
+    const last = (points.pop() as string).codePointAt(0) as number
+    if (last < 0x10ffff) return points.join('') + String.fromCodePoint(last === 0xd7ff ? 0xe000 : last + 1)
+  }
+  return undefined
+}
+
+/** Surrogates (code points above U+FFFF) after U+E000-U+FFFF, the rest in place. */
+function codeUnitRank(unit: number): number {
+  return unit < 0xd800 ? unit : unit < 0xe000 ? unit + 0x2000 : unit - 0x800
+}
+
+function textProblem(text: string, what: string): string | undefined {
+  return LONE_SURROGATE.test(text) || text.includes('\u0000')
+    ? `the ${what} has a lone surrogate or U+0000, which cannot be stored as UTF-8 text`
+    : undefined
+}
+
+function stateId(namespace: string, key: string): string {
+  return `${namespace}\u0000${key}`
+}
+
+/** What a write leaves when it follows `previous` on the same key: an increment adds to a set. */
+function mergeWrite(previous: StateWrite | undefined, write: StateWrite): StateWrite {
+  if (write.op !== 'incr' || previous === undefined) return write
+  const { namespace, key } = write
+  const by = write.by ?? 0
+  if (previous.op === 'incr') return { namespace, key, op: 'incr', by: (previous.by ?? 0) + by }
+  const value = String(numberIn(previous.value) + by)
+  return previous.ttlMs === undefined
+    ? { namespace, key, op: 'set', value }
+    : { namespace, key, op: 'set', value, ttlMs: previous.ttlMs }
+}
+
+/** The number a value's JSON text holds; a missing value counts as 0. */
+function numberIn(json: string | undefined): number {
+  if (json === undefined) return 0
+  const value: unknown = JSON.parse(json)
+  return typeof value === 'number' ? value : 0
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return 'null'
+  if (value instanceof Unread) return value.description
+  if (Array.isArray(value)) return 'an array'
+  const type = typeof value
+  return type === 'undefined' ? 'undefined' : `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`
+}
+
+function describeValue(value: unknown): string {
+  return typeof value === 'string'
+    ? JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}...` : value)
+    : typeof value === 'number'
+      ? String(value)
+      : typeName(value)
+}
+
+/** A guest argument left unread: not a primitive. */
+class Unread {
+  constructor(readonly description: string) {}
+}
+
+/** Reads an argument of the state function without running guest code. */
+function readStateArg(context: QuickJSContext, handle: QuickJSHandle): unknown {
+  const type = context.typeof(handle)
+  switch (type) {
+    case 'string':
+      return context.getString(handle)
+    case 'number':
+      return context.getNumber(handle)
+    case 'undefined':
+      return undefined
+    case 'boolean':
+      return context.sameValue(handle, context.true)
+    case 'object':
+      return context.sameValue(handle, context.null) ? null : new Unread('an object')
+    default:
+      return new Unread(`a ${type}`)
+  }
+}
+
+/** The state of one running call: its writes and leases, and what it reads through. */
+interface StateSession {
+  readonly tenantId: string
+  readonly privateNamespace: string
+  readonly source: StateSource | undefined
+  readonly overlay: OverlayEntries
+  readonly maxWrites: number
+  readonly maxWrittenBytes: number
+  readonly writes: Map<string, StateWrite>
+  readonly leases: Map<string, number | null>
+  writtenBytes: number
+  /** Why the call fails whatever the function catches: a bound of ctx.state it went past. */
+  refusal: string | undefined
+  /** Set when committed state could not be read: the call fails, and it is not the function's doing. */
+  failure: string | undefined
+}
+
+function openStateSession(
+  tenantId: string,
+  functionName: string,
+  source: StateSource | undefined,
+  overlay: StateOverlay,
+  maxWrites: number,
+  maxWrittenBytes: number,
+): StateSession {
+  return {
+    tenantId,
+    privateNamespace: `@${functionName}`,
+    source,
+    overlay: overlay as OverlayEntries,
+    maxWrites,
+    maxWrittenBytes,
+    writes: new Map(),
+    leases: new Map(),
+    writtenBytes: 0,
+    refusal: undefined,
+    failure: undefined,
+  }
+}
+
+/**
+ * Answers one call of the guest's state function: `[op, path, ...]`, `path` '' for the function's
+ * private namespace; then `key` (get, delete), `key, json, ttlMs` (set), `key, by` (incr),
+ * `prefix, after, limit` (keys), `ttlMs` (lease); `['ns', path]` checks a path. The reply is a tag
+ * and text: `v` and JSON, `u` (undefined), or `e` and the message of a TypeError the guest throws.
+ * Never throws: a host error must not reach the guest (quickjs-emscripten would hand it the host's
+ * message and stack).
+ */
+function answerState(session: StateSession, args: readonly unknown[]): string {
+  const [op, path, key, a, b] = args
+  try {
+    if (op === 'ns') {
+      const problem = stateNamespaceProblem(path)
+      return problem === undefined ? 'u' : `eCannot open state namespace ${describeValue(path)} as ${problem}`
+    }
+    const problem = path === '' ? undefined : stateNamespaceProblem(path)
+    if (problem !== undefined || typeof path !== 'string') {
+      return `eCannot use state namespace ${describeValue(path)} as ${problem}`
+    }
+    const namespace = path === '' ? session.privateNamespace : path
+    if (op === 'lease') return leaseState(session, namespace, key)
+    if (op === 'keys') return listState(session, namespace, key, a, b)
+    const verb = op === 'get' ? 'read' : op === 'incr' ? 'increment' : op
+    const keyProblem = stateKeyProblem(key)
+    if (keyProblem !== undefined) return `eCannot ${verb} state key ${describeValue(key)} as ${keyProblem}`
+    const name = key as string
+    switch (op) {
+      case 'get': {
+        const json = readState(session, namespace, name)
+        return json === undefined ? 'u' : `v${json}`
+      }
+      case 'set':
+        return setState(session, namespace, name, a, b)
+      case 'delete':
+        return writeState(session, { namespace, key: name, op: 'delete' }) ?? 'u'
+      case 'incr':
+        return incrState(session, namespace, name, a)
+      default:
+        return 'eCannot use ctx.state: no such operation'
+    }
+  } catch {
+    session.failure ??= 'the state store could not be read'
+    return `eCannot read function state as ${session.failure}`
+  }
+}
+
+function setState(session: StateSession, namespace: string, key: string, json: unknown, ttlMs: unknown) {
+  const what = `Cannot set state key ${describeValue(key)}`
+  if (typeof json === 'number') {
+    // The bootstrap sends the length of a value whose JSON is too long to be within the bound.
+    return `e${what} as its value has ${json} characters of JSON, more than ${STATE_LIMITS.maxValueBytes} bytes`
+  }
+  if (typeof json !== 'string') {
+    return `e${what} as its value is not JSON (undefined, a function or a symbol): use delete() to remove a key`
+  }
+  const bytes = Buffer.byteLength(json)
+  if (bytes > STATE_LIMITS.maxValueBytes) {
+    return `e${what} as its value has ${bytes} bytes of JSON, more than ${STATE_LIMITS.maxValueBytes}`
+  }
+  if (ttlMs !== undefined && ttlMs !== null) {
+    const problem = stateTtlProblem(ttlMs)
+    if (problem !== undefined) return `e${what} as ${problem}`
+  }
+  const write: StateWrite =
+    ttlMs === undefined || ttlMs === null
+      ? { namespace, key, op: 'set', value: json }
+      : { namespace, key, op: 'set', value: json, ttlMs: ttlMs as number }
+  return writeState(session, write) ?? 'u'
+}
+
+function incrState(session: StateSession, namespace: string, key: string, by: unknown): string {
+  const what = `Cannot increment state key ${describeValue(key)}`
+  if (typeof by !== 'number' || !Number.isFinite(by)) {
+    return `e${what} by ${describeValue(by)} as the increment must be a finite number`
+  }
+  const current = readState(session, namespace, key)
+  const value: unknown = current === undefined ? 0 : JSON.parse(current)
+  if (typeof value !== 'number') return `e${what} as its value is ${typeName(value)}, not a number`
+  const next = value + by
+  if (!Number.isFinite(next)) return `e${what} by ${by} as the result would not be a finite number`
+  return writeState(session, { namespace, key, op: 'incr', by }) ?? `v${String(next)}`
+}
+
+/** Records a write; returns the error to throw when it goes past a bound (the call then fails). */
+function writeState(session: StateSession, write: StateWrite): string | undefined {
+  const id = stateId(write.namespace, write.key)
+  const previous = session.writes.get(id)
+  if (previous === undefined && session.writes.size >= session.maxWrites) {
+    session.refusal ??= `wrote more than ${session.maxWrites} state keys in one invocation`
+    return `eCannot write more than ${session.maxWrites} state keys in one invocation`
+  }
+  const merged = mergeWrite(previous, write)
+  const bytes = session.writtenBytes - valueBytes(previous) + valueBytes(merged)
+  if (bytes > session.maxWrittenBytes) {
+    session.refusal ??= `wrote more than ${session.maxWrittenBytes} bytes of state values in one invocation`
+    return `eCannot write more than ${session.maxWrittenBytes} bytes of state values in one invocation`
+  }
+  session.writtenBytes = bytes
+  session.writes.set(id, merged)
+  return undefined
+}
+
+function valueBytes(write: StateWrite | undefined): number {
+  return write?.value === undefined ? 0 : Buffer.byteLength(write.value)
+}
+
+function leaseState(session: StateSession, namespace: string, ttlMs: unknown): string {
+  if (ttlMs !== null) {
+    const problem = stateTtlProblem(ttlMs)
+    if (problem !== undefined) {
+      return `eCannot lease state namespace ${describeValue(namespace)} as ${problem} (null removes the lease)`
+    }
+  }
+  if (!session.leases.has(namespace) && session.leases.size >= session.maxWrites) {
+    session.refusal ??= `leased more than ${session.maxWrites} state namespaces in one invocation`
+    return `eCannot lease more than ${session.maxWrites} state namespaces in one invocation`
+  }
+  session.leases.set(namespace, ttlMs as number | null)
+  return 'u'
+}
+
+/**
+ * The value a call sees: its own writes, then the batch's earlier calls', then committed state;
+ * increments on the way add to what is below them.
+ */
+function readState(session: StateSession, namespace: string, key: string): string | undefined {
+  const id = stateId(namespace, key)
+  let by = 0
+  let counted = false
+  for (const layer of [session.writes, session.overlay.entries]) {
+    const write = layer.get(id)
+    if (write === undefined) continue
+    if (write.op !== 'incr') return counted ? String(numberIn(write.value) + by) : write.value
+    by += write.by ?? 0
+    counted = true
+  }
+  const committed = session.source?.get(session.tenantId, namespace, key)
+  return counted ? String(numberIn(committed) + by) : committed
+}
+
+function listState(
+  session: StateSession,
+  namespace: string,
+  prefix: unknown,
+  after: unknown,
+  limit: unknown,
+) {
+  const what = `Cannot list the keys of state namespace ${describeValue(namespace)}`
+  if (typeof prefix !== 'string' || prefix.length > STATE_LIMITS.maxKeyChars) {
+    return `e${what} as the prefix must be a string of at most ${STATE_LIMITS.maxKeyChars} characters, not ${describeValue(prefix)}`
+  }
+  const prefixProblem = textProblem(prefix, 'prefix')
+  if (prefixProblem !== undefined) return `e${what} as ${prefixProblem}`
+  if (after !== undefined && (typeof after !== 'string' || after.length > STATE_LIMITS.maxKeyChars)) {
+    return `e${what} as 'after' must be a key, not ${describeValue(after)}`
+  }
+  const max = STATE_LIMITS.maxListedKeys
+  if (
+    limit !== undefined &&
+    !(typeof limit === 'number' && Number.isInteger(limit) && limit >= 1 && limit <= max)
+  ) {
+    return `e${what} as 'limit' must be a whole number from 1 to ${max}, not ${describeValue(limit)}`
+  }
+  const count = (limit as number | undefined) ?? max
+  const from = (after as string | undefined) ?? ''
+  // What this call and the batch's earlier calls wrote in the range: true if the key now exists.
+  const written = new Map<string, boolean>()
+  for (const layer of [session.overlay.entries, session.writes]) {
+    for (const write of layer.values()) {
+      if (write.namespace !== namespace || !write.key.startsWith(prefix)) continue
+      if (compareStateKeys(write.key, from) > 0) written.set(write.key, write.op !== 'delete')
+    }
+  }
+  let deleted = 0
+  for (const exists of written.values()) if (!exists) deleted++
+  // Deleted keys may hide committed ones: ask for as many more, so a full page stays full.
+  const committed = session.source?.keys(session.tenantId, namespace, prefix, from, count + deleted) ?? []
+  const keys = new Set(committed.filter((key) => written.get(key) !== false))
+  for (const [key, exists] of written) if (exists) keys.add(key)
+  return `v${JSON.stringify([...keys].sort(compareStateKeys).slice(0, count))}`
 }

@@ -1,14 +1,20 @@
+import { createRequire } from 'node:module'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { parentPort, workerData } from 'node:worker_threads'
+import type BetterSqlite3 from 'better-sqlite3'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
 import { sharedClockNow } from './shared-clock.ts'
 import {
   type CallOutcome,
+  createStateOverlay,
   createTenantSandbox,
   type HandlerName,
   prepareSandboxInstance,
   type SandboxInstance,
+  type StateOverlay,
+  type StateSource,
+  statePrefixEnd,
   type TenantSandbox,
 } from './tenant-sandbox.ts'
 import {
@@ -23,9 +29,10 @@ import {
 } from './worker-protocol.ts'
 
 // A pool worker: hosts the sandboxes of the tenants the pool places on it and runs the pool's
-// messages one at a time, in order. It never touches the database or the network; it only
-// computes. It keeps the pool's watchdog informed through a shared progress record, as a built-in
-// that runs without interrupt points leaves it no other way to speak.
+// messages one at a time, in order. It never writes the database and never touches the network;
+// it only computes, and reads committed function state through a read-only connection of its own.
+// It keeps the pool's watchdog informed through a shared progress record, as a built-in that runs
+// without interrupt points leaves it no other way to speak.
 const port = parentPort
 if (port === null) throw new Error('sandbox/worker-main.ts runs only as a worker thread')
 
@@ -51,6 +58,93 @@ const suspended = new Map<string, number>()
 const REBUILD_BACKOFF_MS = 1000
 /** When each tenant's sandbox was last rebuilt after it broke, in `performance.now()` time. */
 const rebuiltAt = new Map<string, number>()
+/**
+ * The state overlays of the batches this worker is running, by batch id, kept between the pieces
+ * of a batch the pool cut across messages (see BatchPlace); dropped when the batch's last call has
+ * run, or with the tenant.
+ */
+const overlays = new Map<number, { tenantId: string; overlay: StateOverlay }>()
+
+/** The overlay of each call of a job, by its batch; null for a batch of one call (an invoke()). */
+function overlaysOf(job: Extract<WorkerJob, { kind: 'calls' }>): Array<StateOverlay | null> {
+  const each: Array<StateOverlay | null> = []
+  for (const place of job.batches) {
+    if (place.size === 1) {
+      each.push(null)
+      continue
+    }
+    let kept = overlays.get(place.id)
+    // The pool sends the writes of the calls before `start` when this worker may not have them;
+    // when it does not, this worker ran those calls (or none came before).
+    if (kept === undefined || place.overlay !== undefined) {
+      kept = { tenantId: job.tenantId, overlay: createStateOverlay(place.overlay) }
+      overlays.set(place.id, kept)
+    }
+    for (let i = 0; i < place.count; i++) each.push(kept.overlay)
+  }
+  return each
+}
+
+/** Forgets the overlays of the batches whose last call is among the first `done` calls of a job. */
+function forgetEndedBatches(job: Extract<WorkerJob, { kind: 'calls' }>, done: number): void {
+  let end = 0
+  for (const place of job.batches) {
+    end += place.count
+    if (end <= done && place.start + place.count >= place.size) overlays.delete(place.id)
+  }
+}
+
+/** Longest wait of a state read for a lock (a WAL reader waits only while the WAL is recovered). */
+const STATE_READ_TIMEOUT_MS = 250
+
+/**
+ * Committed function state, read from the gateway's SQLite file through this worker's own
+ * read-only connection (the gateway's database is in WAL mode: reads never wait for its writer).
+ * Opened at the first read; a failure to open fails that read, and the next read tries again.
+ * Reads honour key and namespace leases against this host's wall clock.
+ */
+function openStateSource(file: string): StateSource {
+  let statements:
+    | { get: BetterSqlite3.Statement; keys: BetterSqlite3.Statement; keysBelow: BetterSqlite3.Statement }
+    | undefined
+  const open = () => {
+    if (statements !== undefined) return statements
+    // Loaded only by workers that read state: the pool's other workers start without it.
+    const Database = createRequire(import.meta.url)('better-sqlite3') as typeof BetterSqlite3
+    const db = new Database(file, { readonly: true, fileMustExist: true, timeout: STATE_READ_TIMEOUT_MS })
+    const visible = `(expires_at IS NULL OR expires_at > :now) AND NOT EXISTS (
+      SELECT 1 FROM state_leases WHERE tenant_id = :tenant AND namespace = :namespace AND expires_at <= :now)`
+    const range = 'tenant_id = :tenant AND namespace = :namespace AND key >= :prefix AND key > :after'
+    statements = {
+      get: db
+        .prepare(
+          `SELECT value FROM state WHERE tenant_id = :tenant AND namespace = :namespace AND key = :key AND ${visible}`,
+        )
+        .pluck(),
+      keys: db
+        .prepare(`SELECT key FROM state WHERE ${range} AND ${visible} ORDER BY key LIMIT :limit`)
+        .pluck(),
+      keysBelow: db
+        .prepare(
+          `SELECT key FROM state WHERE ${range} AND key < :end AND ${visible} ORDER BY key LIMIT :limit`,
+        )
+        .pluck(),
+    }
+    return statements
+  }
+  return {
+    get: (tenant, namespace, key) =>
+      open().get.get({ tenant, namespace, key, now: Date.now() }) as string | undefined,
+    keys: (tenant, namespace, prefix, after, limit) => {
+      const end = statePrefixEnd(prefix)
+      const query = { tenant, namespace, prefix, after, limit, now: Date.now() }
+      return (
+        end === undefined ? open().keys.all(query) : open().keysBelow.all({ ...query, end })
+      ) as string[]
+    },
+  }
+}
+const stateSource = start.stateDatabase === undefined ? undefined : openStateSource(start.stateDatabase)
 // One module instance kept ready, booted for its tenant's first function, so a tenant's cold start
 // waits for neither instantiation nor the bootstrap. It is made again once the worker has been idle
 // for REFILL_IDLE_MS: it takes a few ms of this thread, and made at once it would hold up the calls
@@ -126,6 +220,7 @@ async function sandboxOf(tenantId: string, messageId: number, unit: number): Pro
     memoryLimitBytes: start.memoryLimitBytes,
     compileDeadlineMs: start.compileDeadlineMs,
     instance: await takeInstance(),
+    ...(stateSource === undefined ? {} : { state: stateSource }),
   })
   sandboxes.set(tenantId, fresh)
   for (const [key, entry] of sources.get(tenantId) ?? []) {
@@ -193,6 +288,7 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
     const unit = results.length
     if (job.kind === 'calls') {
       let done = 0
+      const each = overlaysOf(job)
       while (done < job.calls.length) {
         const base = unit + done
         let stop = false
@@ -208,6 +304,7 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
             writeProgress(progress, request.id, base + index, deadlineAt)
           const calls = done === 0 ? job.calls : job.calls.slice(done)
           outcomes = sandbox.invokeBatch(job.key, job.handler, calls, job.deadlineMs, {
+            overlays: done === 0 ? each : each.slice(done),
             onCallStart: mark,
             onReload: mark,
             onCallEnd: (_index, outcome, spent) => {
@@ -246,6 +343,7 @@ async function handle(request: WorkerRequest): Promise<WorkerReply> {
         if (stop || outcomes.length === 0) break
       }
       skip(job.tenantId, job.calls.length - done)
+      forgetEndedBatches(job, done)
       continue
     }
     const jobStarted = performance.now()
@@ -282,6 +380,7 @@ async function runJob(job: Exclude<WorkerJob, { kind: 'calls' }>, messageId: num
         sources.delete(job.tenantId)
         suspended.delete(job.tenantId)
         rebuiltAt.delete(job.tenantId)
+        for (const [id, kept] of overlays) if (kept.tenantId === job.tenantId) overlays.delete(id)
         sandboxes.get(job.tenantId)?.dispose()
         sandboxes.delete(job.tenantId)
         return { ok: true, result: null } satisfies UnitResult

@@ -9,8 +9,10 @@ import type {
   InvocationCall,
   InvocationInfo,
   InvocationResult,
+  StateWrite,
 } from './tenant-sandbox.ts'
 import {
+  type BatchPlace,
   createProgressBuffer,
   type Progress,
   type ProgressViews,
@@ -64,6 +66,12 @@ export interface WorkerPoolOptions {
   /** CPU deadline of a function's top-level code when it is compiled. Default 1000 ms. */
   compileDeadlineMs?: number
   isolation?: IsolationOptions
+  /**
+   * The gateway's SQLite file (WAL mode). Each worker opens it read-only for the committed
+   * function state `ctx.state` reads; without it, functions see no committed state (their own
+   * writes and those of their batch's earlier calls only).
+   */
+  stateDatabase?: string
   /**
    * The clock of the isolation policy (CPU shares, quiet periods); injected by tests. Deadlines
    * and the watchdog use the monotonic clock the workers share (`sharedClockNow()`).
@@ -192,8 +200,28 @@ type Task = {
   | { kind: 'compile'; key: string; source: string; handlers: HandlerName[]; memoryBytes: number | undefined }
   | { kind: 'remove'; key: string }
   | { kind: 'removeTenant' }
-  | { kind: 'call'; key: string; handler: HandlerName; call: InvocationCall; deadlineMs: number }
+  | {
+      kind: 'call'
+      key: string
+      handler: HandlerName
+      call: InvocationCall
+      deadlineMs: number
+      batch: Batch
+      /** Its place in the batch. */
+      index: number
+    }
 )
+
+/**
+ * The calls of one invokeBatch(). Its calls read each other's state writes, and the pool may cut it
+ * across messages: `writes` keeps what its successful calls wrote, for a worker that has not seen
+ * them (see BatchPlace).
+ */
+interface Batch {
+  id: number
+  size: number
+  writes: Array<StateWrite[] | undefined>
+}
 
 interface Deployed {
   key: string
@@ -288,6 +316,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   const clock = options.clock ?? Date
   let nextMessageId = 1
   let nextTaskSeq = 1
+  let nextBatchId = 1
   let messages = 0
   let restarts = 0
   let isolations = 0
@@ -301,6 +330,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       memoryLimitBytes: options.memoryLimitBytes,
       compileDeadlineMs,
       progress: buffer,
+      stateDatabase: options.stateDatabase,
     }
     // Workers load the TypeScript sources through tsx, as the main thread does: a worker does not
     // inherit the main thread's module hooks, so a small bootstrap registers them first.
@@ -665,10 +695,14 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
               handler: task.handler,
               deadlineMs: task.deadlineMs,
               calls: [],
+              batches: [],
             }
             jobs.push(batch)
           }
           batch.calls.push(task.call)
+          const place = batch.batches.at(-1)
+          if (place?.id === task.batch.id && place.start + place.count === task.index) place.count++
+          else batch.batches.push(placeOf(task, tenant.inFlight + taken - 1))
           continue
         }
         batch = undefined
@@ -692,6 +726,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       }
     }
     return jobs.length === 0 ? undefined : { jobs, units }
+  }
+
+  /**
+   * Where a job starting with `task` sits in its batch. With nothing of the tenant in flight or
+   * before it in this message, the pool has every outcome of the batch's earlier calls, and the
+   * worker may not (it is new, or the tenant moved): their writes go along. Otherwise its earlier
+   * calls went, in order, to this same worker, which keeps their overlay.
+   */
+  const placeOf = (task: Extract<Task, { kind: 'call' }>, unitsBefore: number): BatchPlace => {
+    const { id, size, writes } = task.batch
+    const place = { id, start: task.index, count: 1, size }
+    if (task.index === 0 || unitsBefore > 0) return place
+    return { ...place, overlay: writes.slice(0, task.index).flatMap((list) => list ?? []) }
   }
 
   const onReply = (slot: Slot, reply: WorkerReply): void => {
@@ -755,6 +802,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     switch (task.kind) {
       case 'call': {
         account(tenant, spentMs, now)
+        if (result.ok && result.result !== null) task.batch.writes[task.index] = result.result.state
         // Running out of memory costs the worker a rebuild of the sandbox: it counts as an overrun.
         if (
           !result.ok &&
@@ -1003,6 +1051,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       return new Promise((resolve) => {
         let pending = accepted
         const tasks: Task[] = []
+        const batch: Batch = { id: nextBatchId++, size: accepted, writes: new Array(accepted) }
         for (let index = 0; index < accepted; index++) {
           tasks.push({
             kind: 'call',
@@ -1010,6 +1059,8 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
             handler,
             call: calls[index] as InvocationCall,
             deadlineMs,
+            batch,
+            index,
             attempts: 0,
             seq: 0,
             settle: (result) => {

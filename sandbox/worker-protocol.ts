@@ -1,5 +1,5 @@
 import type { SandboxErrorCode } from './errors.ts'
-import type { HandlerName, InvocationCall, InvocationResult } from './tenant-sandbox.ts'
+import type { HandlerName, InvocationCall, InvocationResult, StateWrite } from './tenant-sandbox.ts'
 
 /** What the pool hands a worker when it starts it. */
 export interface WorkerStartData {
@@ -11,6 +11,26 @@ export interface WorkerStartData {
   compileDeadlineMs: number
   /** The worker's progress record (see writeProgress). */
   progress: SharedArrayBuffer
+  /**
+   * The gateway's SQLite file, which the worker opens read-only for the committed function state
+   * `ctx.state` reads; none: functions see no committed state.
+   */
+  stateDatabase: string | undefined
+}
+
+/**
+ * `count` calls of a `calls` job that come from one `invokeBatch()`: its calls `start` to `start +
+ * count` of `size`. A batch's calls read each other's state writes (see
+ * TenantSandbox.invokeBatch), and a batch may be cut across messages: the worker keeps the batch's
+ * overlay between its pieces, and the pool sends `overlay` (the writes of the calls before
+ * `start`) when the worker may not have it, after a move or a restart.
+ */
+export interface BatchPlace {
+  id: number
+  start: number
+  count: number
+  size: number
+  overlay?: StateWrite[]
 }
 
 /**
@@ -36,6 +56,8 @@ export type WorkerJob =
       handler: HandlerName
       deadlineMs: number
       calls: InvocationCall[]
+      /** Where its calls come from, in order: pieces of one or more batches. */
+      batches: BatchPlace[]
     }
 
 /** A message from the pool to a worker: jobs run in order, tenants' jobs interleaved by the pool. */

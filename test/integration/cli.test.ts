@@ -308,6 +308,57 @@ describe('taureau CLI', () => {
     await subscriber.endAsync()
   }, 120_000)
 
+  test('dead letters are replayed with the CLI on the fixed version', async () => {
+    const dataDir = tempDir()
+    dirs.push(dataDir)
+    const { mqttPort } = await startCliGateway(dataDir)
+    await cli('tenant', 'add', 'acme', '--data', dataDir)
+    const sensor = JSON.parse(
+      (await cli('device', 'add', 'acme', 'sensor', '--data', dataDir, '--json')).stdout,
+    )
+    const file = join(dataDir, 'half.js')
+    const deployHalf = (source: string) => {
+      writeFileSync(file, source)
+      return cli(
+        'fn',
+        'deploy',
+        'acme',
+        file,
+        '--name',
+        'half',
+        '--trigger',
+        'in',
+        '--output',
+        'out',
+        '--data',
+        dataDir,
+      )
+    }
+    await deployHalf('export default { onMessage(msg) { return msg.payload.v / 2 } }')
+    const device = await connect(`mqtt://127.0.0.1:${mqttPort}`, {
+      username: sensor.username,
+      password: sensor.secret,
+    })
+    await device.subscribeAsync('out', { qos: 1 })
+    const received = collect(device)
+    await device.publishAsync('in', 'null', { qos: 1 })
+    let letters = ''
+    for (let attempt = 0; attempt < 100 && !letters.includes('handler_threw'); attempt++) {
+      letters = (await cli('dead-letters', 'list', 'acme', '--data', dataDir)).stdout
+    }
+    expect(letters).toMatch(/half +1 +handler_threw/)
+    await deployHalf('export default { onMessage(msg) { return (msg.payload?.v ?? 0) / 2 } }')
+    const replayed = await cli('dead-letters', 'replay', 'acme', '--function', 'half', '--data', dataDir)
+    expect(replayed.stdout).toBe('replayed 1 dead letters\n')
+    await until(() => received.length === 1, 'the replayed output', 10_000)
+    expect(received).toEqual([['out', '0']])
+    const again = JSON.parse(
+      (await cli('dead-letters', 'replay', 'acme', '--json', '--data', dataDir)).stdout,
+    )
+    expect(again).toEqual({ replayed: 0, skipped: 0 })
+    await device.endAsync()
+  }, 60_000)
+
   test('an API error is printed as one line and exits 1', async () => {
     const dataDir = tempDir()
     dirs.push(dataDir)
