@@ -738,7 +738,14 @@ export function createFunctions(options: FunctionsOptions): Functions {
   /** What an invocation's outcome comes to, decided before anything is written. */
   type Plan =
     | { item: Item; kind: 'ok'; result: InvocationResult; publishes: Publish[] }
-    | { item: Item; kind: 'failed'; code: string; message: string }
+    | {
+        item: Item
+        kind: 'failed'
+        code: string
+        message: string
+        /** The call ran and wrote state that later calls of its batch may have read; it is refused. */
+        wroteState?: boolean
+      }
 
   const planOf = (lane: Lane, item: Item, outcome: CallOutcome, maxPayloadBytes: number): Plan => {
     if (!outcome.ok) {
@@ -770,6 +777,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
         kind: 'failed',
         code: 'bad_output',
         message: `Cannot publish to ${quote(tooLarge.topic)} as the payload of ${tooLarge.payload.length} bytes is over the tenant's maxPayloadBytes (${maxPayloadBytes})`,
+        wroteState: result.state.length > 0,
       }
     }
     return { item, kind: 'ok', result, publishes }
@@ -804,14 +812,26 @@ export function createFunctions(options: FunctionsOptions): Functions {
     // Filled by the journal's work, which may run twice (a failed group is retried write by write).
     let chained: Routed = { items: [], refusals: [] }
     let refused = new Map<Item, { code: string; message: string }>()
+    /**
+     * Calls after a refused call that wrote state: they may have read its writes (a batch's calls
+     * see the writes of its earlier successful ones), so they run again on the committed state.
+     */
+    let rerun = new Set<Item>()
     return new Promise((resolve) => {
       journal.write(
         () => {
           chained = { items: [], refusals: [] }
           refused = new Map()
+          rerun = new Set()
+          let tainted = false
           const letters: DeadLetterInsert[] = []
           for (const plan of final) {
             const { item } = plan
+            if (tainted && plan.kind === 'ok') {
+              rerun.add(item)
+              continue
+            }
+            if (plan.kind === 'failed' && plan.wroteState === true) tainted = true
             if (plan.kind === 'ok') {
               try {
                 // A savepoint: the invocation's effects are written whole or not at all.
@@ -842,6 +862,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
                 const code = effectFailure(error)
                 if (code === undefined) throw error
                 refused.set(item, { code, message: (error as Error).message })
+                if (plan.result.state.length > 0) tainted = true
               }
             }
             const why = refused.get(item) ?? (plan.kind === 'failed' ? plan : undefined)
@@ -866,6 +887,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
             return
           }
           for (const plan of final) {
+            if (rerun.has(plan.item)) continue
             if (plan.item.seq !== undefined) lane.seqs.delete(plan.item.seq)
             const why = refused.get(plan.item) ?? (plan.kind === 'failed' ? plan : undefined)
             if (why !== undefined) {
@@ -889,22 +911,22 @@ export function createFunctions(options: FunctionsOptions): Functions {
             countFailure(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
           }
           for (const item of chained.items) enqueue(item)
-          if (again.length > 0) {
-            for (const item of again) {
-              item.attempts++
-              const plan = plans.find((candidate) => candidate.item === item)
-              if (plan?.kind === 'failed') {
-                log(
-                  lane,
-                  item.entry.version,
-                  'error',
-                  `${plan.message} (attempt ${item.attempts} of ${config.retries + 1}; it runs again)`,
-                )
-              }
+          for (const item of again) {
+            item.attempts++
+            const plan = plans.find((candidate) => candidate.item === item)
+            if (plan?.kind === 'failed') {
+              log(
+                lane,
+                item.entry.version,
+                'error',
+                `${plan.message} (attempt ${item.attempts} of ${config.retries + 1}; it runs again)`,
+              )
             }
-            const attempt = Math.max(...again.map((item) => item.attempts))
-            requeue(lane, again, config.retryBackoffMs * 2 ** (attempt - 1))
           }
+          // What runs again goes back to the head of the queue in its order, after a retry's backoff.
+          const back = batch.filter((item) => again.includes(item) || rerun.has(item))
+          const attempt = Math.max(0, ...again.map((item) => item.attempts))
+          requeue(lane, back, attempt === 0 ? 0 : config.retryBackoffMs * 2 ** (attempt - 1))
           resolve()
         },
       )

@@ -101,6 +101,38 @@ describe('function state in the gateway', () => {
     await sensor.endAsync()
   })
 
+  test('calls after a refused call that wrote state run again, so none of them built on its writes', async () => {
+    await using gw = await startGateway({ functions: { retries: 0 } })
+    const sensor = await device(gw, { maxStateBytes: 200 })
+    await deploy(gw, {
+      name: 'sum',
+      source: `export default {
+        onMessage(msg, ctx) {
+          if (msg.payload.slow) for (let i = 0; i < 3e6; i++) {}
+          const total = (ctx.state.get('total') ?? 0) + msg.payload.n
+          ctx.state.set('total', total)
+          if (msg.payload.big) ctx.state.set('big', 'x'.repeat(400))
+          ctx.emit({ n: msg.payload.n, total })
+        },
+      }`,
+      triggers: [{ topic: 'in' }],
+    })
+    // The first call is slow, so the next three wait and run as one batch.
+    const messages = [{ n: 0, slow: true }, { n: 1 }, { n: 2, big: true }, { n: 3 }]
+    await Promise.all(messages.map((m) => sensor.publishAsync('in', JSON.stringify(m), { qos: 1 })))
+    await until(() => gw.functions.view('acme', 'sum').stats.invocations === 3, 'three calls committed')
+    await gw.functions.idle()
+    expect((await outbox(gw)).map(([, record]: [string, unknown]) => record)).toEqual([
+      { n: 0, total: 0 },
+      { n: 1, total: 1 },
+      { n: 3, total: 4 },
+    ])
+    expect((await gw.api('GET', value('@sum', 'total'))).body.value).toBe(4)
+    const letters = (await gw.api('GET', '/tenants/acme/dead-letters')).body.deadLetters
+    expect(letters.map((letter: { reason: string }) => letter.reason)).toEqual(['state_quota'])
+    await sensor.endAsync()
+  })
+
   test('a function that triggers itself through its own state stops at the chain depth', async () => {
     await using gw = await startGateway({ functions: { maxChainDepth: 3, retries: 0 } })
     await device(gw)
