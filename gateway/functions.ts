@@ -70,6 +70,16 @@ export type TestInvocation =
       output: { topic: string; payload: string } | null
       publishes: Array<{ topic: string; payload: string; qos: number; retain: boolean }>
       emits: Array<{ stream: string; record: unknown }>
+      /** The state writes and leases it would have committed (a test run commits nothing). */
+      state: Array<{
+        namespace: string
+        key: string
+        op: string
+        value?: unknown
+        by?: number
+        ttlMs?: number
+      }>
+      leases: Array<{ namespace: string; ttlMs: number | null }>
       logs: string[]
       durationMs: number
       memoryBytes: number
@@ -1542,6 +1552,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
             retain: publish.retain,
           })),
           emits: result.emits.map((emit) => ({ stream: emit.stream, record: emit.record })),
+          state: result.state.map(({ value, ...write }) => ({
+            ...write,
+            ...(value === undefined ? {} : { value: JSON.parse(value) as unknown }),
+          })),
+          leases: result.leases,
           logs: result.logs,
           durationMs: result.durationMs,
           memoryBytes: result.memoryBytes,

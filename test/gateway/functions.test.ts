@@ -347,6 +347,8 @@ describe('functions', () => {
           ctx.log('calls', calls, 'threshold', ctx.config.threshold)
           ctx.publish('out/side', 'effect')
           ctx.emit({ v: msg.payload.v })
+          ctx.state.incr('seen')
+          ctx.state.ns('site').lease(60000)
           return msg.payload.v > ctx.config.threshold ? { alert: msg.payload.v, calls } : undefined
         },
       }`
@@ -370,6 +372,8 @@ describe('functions', () => {
       output: { topic: 'out/alert', payload: '{"alert":35,"calls":1}' },
       publishes: [{ topic: 'out/side', payload: 'effect', qos: 0, retain: false }],
       emits: [{ stream: 'default', record: { v: 35 } }],
+      state: [{ namespace: '@alert', key: 'seen', op: 'incr', by: 1 }],
+      leases: [{ namespace: 'site', ttlMs: 60000 }],
       logs: ['calls 1 threshold 30'],
     })
     expect(invocation.durationMs).toBeGreaterThan(0)
@@ -382,6 +386,7 @@ describe('functions', () => {
     await gw.functions.idle()
     expect(site.received).toEqual([])
     expect((await gw.api('GET', '/tenants/acme/outbox')).body.records).toEqual([])
+    expect((await gw.api('GET', '/tenants/acme/state')).body.namespaces).toEqual([])
     expect(gw.functions.view('acme', 'alert').stats.invocations).toBe(0)
 
     // A sample that makes the copy run out of memory leaves the running copy's sandbox alone.
