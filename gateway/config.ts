@@ -216,6 +216,12 @@ export const configSchema = z
          * Failures the function's output causes (`bad_output`) are not tried again.
          */
         retries: z.number().int().min(0).max(100).default(2),
+        /**
+         * How long a device's QoS 1/2 message waits for room when a function it triggers has a
+         * full queue, in ms; then it is refused unacknowledged (the device sends it again later).
+         * Acknowledged messages are never dropped for a full queue.
+         */
+        backpressureWaitMs: z.number().int().min(0).max(60_000).default(1000),
         /** Wait before the first retry, in ms; it doubles with each further one. The function's queue waits too, so order is kept. */
         retryBackoffMs: z.number().int().min(0).max(3_600_000).default(100),
       })

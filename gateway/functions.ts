@@ -238,6 +238,16 @@ interface Item {
   attempts: number
 }
 
+/** A device message waiting to be journaled, with what its resend check found. */
+interface Admission {
+  message: BrokerMessage
+  done: (error: Error | null) => void
+  digest: Buffer | undefined
+  forget: boolean
+  /** `performance.now()` after which it is refused if its functions' queues are still full. */
+  deadline: number
+}
+
 /** A message a function's output or a device publishes, as far as routing needs it. */
 interface RoutedMessage {
   topic: string
@@ -272,6 +282,9 @@ interface Lane {
   running: number
   /** Set when the function is deleted: a batch still running settles into nothing. */
   removed: boolean
+  /** Device messages admitted and being journaled for it, and their payload bytes. */
+  reserved: number
+  reservedBytes: number
   /** Sequence numbers of the journaled messages queued or running, so a replay does not repeat them. */
   seqs: Set<number>
   /** `performance.now()` before which no batch starts (a retry's backoff). */
@@ -343,6 +356,9 @@ export function createFunctions(options: FunctionsOptions): Functions {
   let busyLanes = 0
   /** Lanes waiting out a retry's backoff with work queued. */
   let pausedLanes = 0
+  /** Device messages waiting for room in their functions' queues, in arrival order. */
+  const admissions: Admission[] = []
+  let admissionTimer: NodeJS.Timeout | undefined
   const idleWaiters: Array<() => void> = []
   let compiles = 0
   let closed = false
@@ -373,6 +389,8 @@ export function createFunctions(options: FunctionsOptions): Functions {
         running: 0,
         removed: false,
         seqs: new Set(),
+        reserved: 0,
+        reservedBytes: 0,
         pausedUntil: 0,
         resume: undefined,
         stats: { invocations: 0, errors: 0, errorsByReason: {}, lastError: null, durations: [], next: 0 },
@@ -741,6 +759,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
         busyLanes--
         for (const item of batch) useKey(lane.tenantId, item.entry.key, -1)
         pump(lane)
+        if (admissions.length > 0) admitWaiting()
         if (busyLanes === 0 && pausedLanes === 0) for (const resolve of idleWaiters.splice(0)) resolve()
       })
   }
@@ -1097,20 +1116,105 @@ export function createFunctions(options: FunctionsOptions): Functions {
       }
       return
     }
+    const admission: Admission = {
+      message,
+      done,
+      digest,
+      forget,
+      deadline: performance.now() + config.backpressureWaitMs,
+    }
+    if (admissions.length === 0 && fullLane(message) === undefined) journalMessage(admission)
+    else {
+      admissions.push(admission)
+      admitWaiting()
+    }
+  }
+
+  /**
+   * Journals a device's message and queues its invocations (never refused for a full queue: what
+   * is acknowledged runs). Its admission made sure the queues had room.
+   */
+  const journalMessage = ({ message, done, digest, forget }: Admission): void => {
+    const { source } = message
     let items: Item[] = []
+    // Counted in its functions' queues from now: the messages of one socket read arrive together.
+    const reserved = lanesOf(message)
+    for (const lane of reserved) {
+      lane.reserved++
+      lane.reservedBytes += message.payload.length
+    }
     journal.write(
       () => {
         items = journalRoute(message.tenantId, message, 0).items
         if (source === undefined || items.length === 0) return
-        digest ??= publishIds.digest(message.topic, message.qos, message.retain, message.payload)
-        publishIds.record(message.tenantId, source, digest)
+        const recorded =
+          digest ?? publishIds.digest(message.topic, message.qos, message.retain, message.payload)
+        publishIds.record(message.tenantId, source, recorded)
         if (forget) publishIds.forgetEarlier(message.tenantId, source)
       },
       (error) => {
-        if (error === null) for (const item of items) enqueue(item)
+        for (const lane of reserved) {
+          lane.reserved--
+          lane.reservedBytes -= message.payload.length
+        }
+        if (error === null) for (const item of items) enqueue(item, true)
         done(error)
       },
     )
+  }
+
+  /** The queues of the functions a message triggers. */
+  const lanesOf = (message: BrokerMessage): Lane[] => {
+    const found: Lane[] = []
+    for (const entry of active.get(message.tenantId)?.values() ?? []) {
+      if (entry.filters.some((filter) => filterCovers(filter, message.topic))) {
+        found.push(laneOf(entry.tenantId, entry.name))
+      }
+    }
+    return found
+  }
+
+  /** The first queue of a function the message triggers that is at its bound; undefined when none is. */
+  const fullLane = (message: BrokerMessage): Lane | undefined =>
+    lanesOf(message).find(
+      (lane) =>
+        lane.queue.length + lane.reserved >= config.queueLimit ||
+        lane.queuedBytes + lane.reservedBytes >= config.queueBytes,
+    )
+
+  /**
+   * Back-pressure: device messages whose functions' queues are full wait, in arrival order, for
+   * room (a batch that ends makes some), up to `functions.backpressureWaitMs`; then they are
+   * refused, unacknowledged, and the device sends them again after reconnecting. A message that
+   * waits holds back those that came after it, so acknowledgements keep their order.
+   */
+  const admitWaiting = (): void => {
+    if (admissionTimer !== undefined) {
+      clearTimeout(admissionTimer)
+      admissionTimer = undefined
+    }
+    while (admissions.length > 0) {
+      const head = admissions[0] as Admission
+      const full = closed ? undefined : fullLane(head.message)
+      if (full !== undefined && performance.now() < head.deadline) {
+        admissionTimer = setTimeout(admitWaiting, head.deadline - performance.now())
+        return
+      }
+      admissions.shift()
+      if (full === undefined) {
+        journalMessage(head)
+        continue
+      }
+      logger.warn(
+        { tenant: head.message.tenantId, function: full.name, topic: head.message.topic },
+        'a function cannot keep up: a device message is refused until its queue has room',
+      )
+      head.done(
+        new Error(
+          `Cannot accept the publish as function '${full.name}' has ${full.queue.length} invocations waiting, the most functions.queueLimit and functions.queueBytes allow`,
+        ),
+      )
+    }
   }
 
   /** The invocations of `onState` that state changes trigger, and those past the chain depth. */
@@ -1647,6 +1751,10 @@ export function createFunctions(options: FunctionsOptions): Functions {
       closed = true
       for (const functionsOfTenant of active.values()) {
         for (const entry of functionsOfTenant.values()) for (const timer of entry.timers) timer.stop()
+      }
+      if (admissionTimer !== undefined) clearTimeout(admissionTimer)
+      for (const waiting of admissions.splice(0)) {
+        waiting.done(new Error('Cannot accept the publish as the gateway is shutting down'))
       }
       await functions.idle()
       for (const lane of lanes.values()) {

@@ -105,7 +105,7 @@ export function createJournal(options: JournalOptions): Journal {
       figures?.failures.inc(failed)
       logger.error(
         { err: outcomes.find((outcome) => outcome !== null), failed },
-        'cannot journal messages: they are not acknowledged',
+        'cannot journal some writes: the messages among them are not acknowledged',
       )
     }
     entries.forEach((entry, index) => {

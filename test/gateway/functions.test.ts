@@ -666,7 +666,7 @@ describe('functions', () => {
     expect(refused.body.message).toMatch(/nests more than \d+ levels/)
   })
 
-  test('past the queue bound messages go to the dead letters as queue_full, in one write', async () => {
+  test('past the queue bound QoS 0 messages go to the dead letters as queue_full, in one write', async () => {
     await using gw = await startGateway({ functions: { queueLimit: 5 } })
     await using site = await setup(gw)
     await deploy(gw, 'acme', {

@@ -299,6 +299,37 @@ describe('the journal in the gateway', () => {
     await device.endAsync()
   })
 
+  test('a function that cannot keep up holds back acknowledgements instead of dropping what was acknowledged', async () => {
+    await using gw = await startGateway({ functions: { queueLimit: 2, backpressureWaitMs: 150 } })
+    const credentials = await site(gw)
+    await gw.api('POST', '/tenants/acme/functions', {
+      name: 'slow',
+      source: `export default { onMessage(msg, ctx) { let s = 0; for (let i = 0; i < 1e7; i++) s += i; ctx.emit({ n: msg.payload.n }) } }`,
+      triggers: [{ topic: 'in' }],
+    })
+    const device = mqtt.connect(gw.mqttUrl, {
+      ...credentials,
+      clientId: 'sensor-1',
+      clean: false,
+      reconnectPeriod: 50,
+      protocolVersion: 4,
+    })
+    device.on('error', () => {})
+    let refusals = 0
+    device.on('close', () => refusals++)
+    await new Promise((resolve) => device.once('connect', resolve))
+    const sends = Array.from({ length: 12 }, (_, n) =>
+      device.publishAsync('in', JSON.stringify({ n }), { qos: 1 }),
+    )
+    await Promise.all(sends)
+    await gw.functions.idle()
+    // The queue was full: the device was refused and sent again; every message ran once, in order.
+    expect(refusals).toBeGreaterThan(0)
+    expect(await outboxOf(gw)).toEqual(Array.from({ length: 12 }, (_, n) => ({ n })))
+    expect((await gw.api('GET', '/tenants/acme/dead-letters')).body.deadLetters).toEqual([])
+    await device.endAsync()
+  }, 30_000)
+
   test('dead letters are replayed on the current version through the API, once', async () => {
     await using gw = await startGateway({ functions: { retries: 0 } })
     const credentials = await site(gw)
