@@ -6,23 +6,21 @@
 // - MQTT-in to output-out latency through a function at a fixed rate, against the same messages
 //   delivered straight to a subscriber by the same gateway.
 // Progress goes to stderr, the results table to stdout and a JSON file in test/bench/results.
-import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { arch, cpus, loadavg, platform, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import * as vm from 'node:vm'
 import mqtt from 'mqtt'
 import { GUEST_SKETCH } from '../../sandbox/guest-sketch.ts'
 import { createTenantSandbox, createWorkerPool, type TenantSandbox } from '../../sandbox/index.ts'
+import { spawnGateway } from '../helpers/gateway-process.ts'
 import { median, percentiles } from './_stats.ts'
 
 const MB = 1024 * 1024
-const BIN = resolve(import.meta.dirname, '../../bin/taureau')
 
 const TRIVIAL = `export default { onMessage(msg) { return msg.payload.temp * 2 } }`
 
@@ -226,43 +224,6 @@ async function poolColdStart(gapMs: number): Promise<{ p50: number; p99: number 
   return { p50: p50 as number, p99: p99 as number }
 }
 
-/** A gateway child started with the CLI on a temp data dir, every port 0. */
-async function startGatewayChild(dataDir: string) {
-  const child: ChildProcess = spawn(
-    BIN,
-    [
-      'gateway',
-      '--data',
-      dataDir,
-      '--host',
-      '127.0.0.1',
-      '--mqtt-port',
-      '0',
-      '--ws-port',
-      '0',
-      '--http-port',
-      '0',
-    ],
-    { env: { ...process.env, TAUREAU_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] },
-  )
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  const [line] = (await once(lines, 'line')) as [string]
-  const mqttPort = Number(/mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(line)?.[1])
-  const httpUrl = /API and UI at (http:\/\/\S+)/.exec(line)?.[1] as string
-  const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
-  const api = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${httpUrl}/api/v1${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    })
-    const json = (await response.json()) as Record<string, unknown>
-    if (!response.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json)}`)
-    return json
-  }
-  return { child, mqttPort, api }
-}
-
 /**
  * Latency from a device's publish to the function's output at a fixed rate (QoS 0), and, for the
  * same messages, from the publish to their direct delivery to a subscriber (the peer). Without
@@ -271,7 +232,7 @@ async function startGatewayChild(dataDir: string) {
  */
 async function latencyFigures(withFunction: boolean) {
   const dataDir = mkdtempSync(join(tmpdir(), 'taureau-fn-bench-'))
-  const gateway = await startGatewayChild(dataDir)
+  const gateway = await spawnGateway({ dataDir, logLevel: 'warn' })
   try {
     await gateway.api('POST', '/tenants', {
       id: 'bench',

@@ -1,24 +1,21 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import mqtt, { type MqttClient } from 'mqtt'
 import { afterEach, describe, expect, test } from 'vitest'
+import { type GatewayProcess, spawnGateway } from '../helpers/gateway-process.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 // The durability promise, tested on a real gateway process: every message a device saw
 // acknowledged is processed once and lands in the outbox once, through SIGKILLs at random moments
 // and through a disk that refuses writes.
 
-const BIN = join(import.meta.dirname, '../../bin/taureau')
-const children: ChildProcess[] = []
+const children: GatewayProcess[] = []
 const dirs: string[] = []
 const clients: MqttClient[] = []
 
 afterEach(async () => {
   for (const client of clients.splice(0)) client.end(true)
-  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL')
+  for (const child of children.splice(0)) await child.kill()
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 })
 
@@ -29,45 +26,16 @@ interface Ports {
 
 /** Starts `taureau gateway` on the data dir; ports 0 the first time, the same ones after. */
 async function startGateway(dataDir: string, ports: Ports | undefined, config?: string) {
-  const args = ['gateway', '--data', dataDir, '--host', '127.0.0.1', '--ws-port', '0']
-  args.push('--mqtt-port', String(ports?.mqtt ?? 0), '--http-port', String(ports?.http ?? 0))
-  if (config !== undefined) args.push('--config', config)
-  const child = spawn(BIN, args, {
-    env: { ...process.env, TAUREAU_LOG_LEVEL: 'silent' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+  const gateway = await spawnGateway({
+    dataDir,
+    ...(ports === undefined ? {} : { mqttPort: ports.mqtt, httpPort: ports.http }),
+    ...(config === undefined ? {} : { args: ['--config', config] }),
   })
-  children.push(child)
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  const [line] = (await Promise.race([
-    once(lines, 'line'),
-    once(child, 'exit').then(() => {
-      throw new Error('the gateway exited before it was ready')
-    }),
-  ])) as [string]
-  const mqttPort = Number(/mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(line)?.[1])
-  const httpUrl = /API and UI at (http:\/\/\S+)/.exec(line)?.[1] as string
-  const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
-  const api = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${httpUrl}/api/v1${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    })
-    const text = await response.text()
-    const json = text === '' ? undefined : JSON.parse(text)
-    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`)
-    return json
-  }
-  return { child, api, ports: { mqtt: mqttPort, http: Number(new URL(httpUrl).port) } }
+  children.push(gateway)
+  return { ...gateway, ports: { mqtt: gateway.mqttPort, http: gateway.httpPort } }
 }
 
 type Gateway = Awaited<ReturnType<typeof startGateway>>
-
-async function kill(gateway: Gateway): Promise<void> {
-  if (gateway.child.exitCode !== null) return
-  gateway.child.kill('SIGKILL')
-  await once(gateway.child, 'exit')
-}
 
 /** Sets up a tenant with `devices` devices and the counting function; returns their secrets. */
 async function provision(gateway: Gateway, devices: number): Promise<string[]> {
@@ -214,7 +182,7 @@ describe('durability', () => {
       await new Promise((resolve) => setTimeout(resolve, 400 + Math.random() * 800))
       ackedBeforeKill.push(devices.acked.size)
       expect(gateway.child.exitCode).toBe(null) // it did not fall over on its own
-      await kill(gateway)
+      await gateway.kill()
       kills++
       gateway = await startGateway(dataDir, ports)
     }
@@ -231,7 +199,7 @@ describe('durability', () => {
     expect(ids.length).toBe(devices.acked.size)
     // The state counter, written in the same transactions, agrees.
     expect(await counted(gateway)).toBe(devices.acked.size)
-    await kill(gateway)
+    await gateway.kill()
   }, 120_000)
 
   test('a disk that refuses writes: the gateway stops acknowledging, and what it acknowledged is stored exactly once', async () => {
@@ -240,7 +208,7 @@ describe('durability', () => {
     let gateway = await startGateway(dataDir, undefined)
     const ports = gateway.ports
     const secrets = await provision(gateway, 2)
-    await kill(gateway)
+    await gateway.kill()
     // The store may grow by about 2 MiB more: the outbox fills it within a few seconds.
     const config = join(dataDir, 'small-disk.yaml')
     const storeBytes = readFileSync(join(dataDir, 'taureau.db')).length
@@ -263,7 +231,7 @@ describe('durability', () => {
     expect(duplicates(whileFull)).toEqual([])
     // The gateway kept running with its store full, refusing instead of acknowledging.
     expect(gateway.child.exitCode).toBe(null)
-    await kill(gateway)
+    await gateway.kill()
     // With room again, the devices' resends go through, each once.
     gateway = await startGateway(dataDir, ports)
     await devices.stop(30_000)
@@ -273,6 +241,6 @@ describe('durability', () => {
     expect([...devices.acked].filter((id) => !ids.includes(id))).toEqual([])
     expect(ids.length).toBe(devices.acked.size)
     expect(await counted(gateway)).toBe(devices.acked.size)
-    await kill(gateway)
+    await gateway.kill()
   }, 180_000)
 })
