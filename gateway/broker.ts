@@ -35,8 +35,8 @@ export interface BrokerOptions {
   /** Longest a QoS 1/2 publish over the tenant's rate waits for a token before the device is disconnected. */
   maxThrottleWaitMs?: number
   now?: () => number
-  /** A record per device connection, for telling a device's resends from new messages. */
-  newConnection?: () => PublishConnection
+  /** A record per device connection (persistent session or not), for telling resends from new messages. */
+  newConnection?: (persistent: boolean) => PublishConnection
 }
 
 /** A message the broker accepted, as the tenant sees it: for the functions' triggers. */
@@ -364,7 +364,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
               deviceId: pending.deviceId,
               anonymous: pending.anonymous,
               acl,
-              connection: options.newConnection?.(),
+              connection: options.newConnection?.(!client.clean),
             }
             tenant.clients.add(client)
             tenant.counters.connections = tenant.clients.size
@@ -429,7 +429,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       tenant.counters.bytesIn += bytes
       const source =
         packet.qos > 0 && session.connection !== undefined && typeof packet.messageId === 'number'
-          ? { clientId: client.id, packetId: packet.messageId, connection: session.connection }
+          ? {
+              clientId: client.id,
+              packetId: packet.messageId,
+              dup: packet.dup === true,
+              connection: session.connection,
+            }
           : undefined
       accept(tenant, packet, session.deviceId, source, (error) => {
         if (error !== null || waitMs === 0) callback(error)

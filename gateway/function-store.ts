@@ -368,13 +368,15 @@ export function createFunctionStore(
       const rows =
         ids === undefined
           ? sql.deadLettersOldestFirst.all({ tenant: tenantId, fn: name ?? null })
-          : ids.flatMap((letterId) => {
+          : [...new Set(ids)].flatMap((letterId) => {
               const row = sql.deadLetter.get(tenantId, letterId)
               return row === undefined || (name !== undefined && row.function !== name) ? [] : [row]
             })
-      const taken = rows.map(toDeadLetter).filter(accept)
-      for (const letter of taken) sql.deleteDeadLetter.run(letter.id)
-      return taken
+      // A letter is taken once: only the call that deletes its row replays it.
+      return rows
+        .map(toDeadLetter)
+        .filter(accept)
+        .filter((letter) => sql.deleteDeadLetter.run(letter.id).changes === 1)
     },
     transaction: (work) => db.transaction(work)(),
     insertInbox(message) {

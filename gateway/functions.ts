@@ -238,12 +238,10 @@ interface Item {
   attempts: number
 }
 
-/** A device message waiting to be journaled, with what its resend check found. */
+/** A device message waiting to be journaled. */
 interface Admission {
   message: BrokerMessage
   done: (error: Error | null) => void
-  digest: Buffer | undefined
-  forget: boolean
   /** `performance.now()` after which it is refused if its functions' queues are still full. */
   deadline: number
 }
@@ -748,12 +746,13 @@ export function createFunctions(options: FunctionsOptions): Functions {
             ),
           ),
       )
-      .catch((error: unknown) =>
+      .catch((error: unknown) => {
         logger.error(
           { err: error, tenant: lane.tenantId, function: lane.name },
-          'cannot apply the results of a function',
-        ),
-      )
+          'cannot apply the results of a function; its batch runs again',
+        )
+        if (!closed) requeue(lane, batch, STORE_RETRY_MS)
+      })
       .finally(() => {
         lane.running = 0
         busyLanes--
@@ -836,8 +835,12 @@ export function createFunctions(options: FunctionsOptions): Functions {
         quotas.maxPayloadBytes,
       ),
     )
-    const again = plans.filter(retries).map((plan) => plan.item)
-    const final = plans.filter((plan) => !retries(plan))
+    // A call that runs again holds back the calls after it, so the function sees them in order:
+    // only the calls before the first retried one are settled now.
+    const cut = plans.findIndex(retries)
+    const again = cut === -1 ? [] : [batch[cut] as Item]
+    const later = cut === -1 ? [] : batch.slice(cut + 1)
+    const final = cut === -1 ? plans : plans.slice(0, cut)
     // Filled by the journal's work, which may run twice (a failed group is retried write by write).
     let chained: Routed = { items: [], refusals: [] }
     let refused = new Map<Item, { code: string; message: string }>()
@@ -852,6 +855,8 @@ export function createFunctions(options: FunctionsOptions): Functions {
           chained = { items: [], refusals: [] }
           refused = new Map()
           rerun = new Set()
+          // Deleted since the batch ran: its work went with it, and so do its results.
+          if (lane.removed) return
           let tainted = false
           const letters: DeadLetterInsert[] = []
           for (const plan of final) {
@@ -905,60 +910,69 @@ export function createFunctions(options: FunctionsOptions): Functions {
           functionStore.insertDeadLetters(letters)
         },
         (error) => {
-          if (error !== null) {
-            // Nothing was written: the whole batch runs again once the store takes writes.
-            logger.error(
-              { err: error, tenant: lane.tenantId, function: lane.name },
-              'cannot journal the results of a function; its batch runs again',
-            )
-            requeue(lane, batch, STORE_RETRY_MS)
+          try {
+            applied(error)
+          } finally {
             resolve()
-            return
           }
-          for (const plan of final) {
-            if (rerun.has(plan.item)) continue
-            if (plan.item.seq !== undefined) lane.seqs.delete(plan.item.seq)
-            const why = refused.get(plan.item) ?? (plan.kind === 'failed' ? plan : undefined)
-            if (why !== undefined) {
-              countFailure(lane, plan.item, why.code, why.message)
-              continue
-            }
-            if (plan.kind !== 'ok') continue
-            succeeded(lane, plan.item, plan.result)
-            for (const publish of plan.publishes) {
-              broker.publish(lane.tenantId, publish.topic, publish.payload, publish.qos, publish.retain)
-              // What an unjournaled invocation publishes triggers functions unjournaled, at once.
-              if (plan.item.seq === undefined) {
-                const next = route(lane.tenantId, publish, plan.item.hops + 1)
-                for (const refusal of next.refusals)
-                  fail(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
-                for (const item of next.items) enqueue(item)
-              }
-            }
-          }
-          for (const refusal of chained.refusals) {
-            countFailure(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
-          }
-          for (const item of chained.items) enqueue(item)
-          for (const item of again) {
-            item.attempts++
-            const plan = plans.find((candidate) => candidate.item === item)
-            if (plan?.kind === 'failed') {
-              log(
-                lane,
-                item.entry.version,
-                'error',
-                `${plan.message} (attempt ${item.attempts} of ${config.retries + 1}; it runs again)`,
-              )
-            }
-          }
-          // What runs again goes back to the head of the queue in its order, after a retry's backoff.
-          const back = batch.filter((item) => again.includes(item) || rerun.has(item))
-          const attempt = Math.max(0, ...again.map((item) => item.attempts))
-          requeue(lane, back, attempt === 0 ? 0 : config.retryBackoffMs * 2 ** (attempt - 1))
-          resolve()
         },
       )
+      /** After the commit (or its failure): figures, logs, publishes, and what runs again. */
+      function applied(error: Error | null): void {
+        if (lane.removed) return
+        if (error !== null) {
+          // Nothing was written: the whole batch runs again once the store takes writes.
+          logger.error(
+            { err: error, tenant: lane.tenantId, function: lane.name },
+            'cannot journal the results of a function; its batch runs again',
+          )
+          // When closing, the work stays owed in the journal and runs after the restart.
+          if (!closed) requeue(lane, batch, STORE_RETRY_MS)
+          return
+        }
+        for (const plan of final) {
+          if (rerun.has(plan.item)) continue
+          if (plan.item.seq !== undefined) lane.seqs.delete(plan.item.seq)
+          const why = refused.get(plan.item) ?? (plan.kind === 'failed' ? plan : undefined)
+          if (why !== undefined) {
+            countFailure(lane, plan.item, why.code, why.message)
+            continue
+          }
+          if (plan.kind !== 'ok') continue
+          succeeded(lane, plan.item, plan.result)
+          for (const publish of plan.publishes) {
+            broker.publish(lane.tenantId, publish.topic, publish.payload, publish.qos, publish.retain)
+            // What an unjournaled invocation publishes triggers functions unjournaled, at once.
+            if (plan.item.seq === undefined) {
+              const next = route(lane.tenantId, publish, plan.item.hops + 1)
+              for (const refusal of next.refusals)
+                fail(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
+              for (const item of next.items) enqueue(item)
+            }
+          }
+        }
+        for (const refusal of chained.refusals) {
+          countFailure(refusal.lane, refusal.item, 'chain_too_deep', refusal.message)
+        }
+        // Journaled: they run, whatever the queues hold (the device's messages wait for room).
+        for (const item of chained.items) enqueue(item, true)
+        for (const item of again) {
+          item.attempts++
+          const plan = plans.find((candidate) => candidate.item === item)
+          if (plan?.kind === 'failed') {
+            log(
+              lane,
+              item.entry.version,
+              'error',
+              `${plan.message} (attempt ${item.attempts} of ${config.retries + 1}; it runs again)`,
+            )
+          }
+        }
+        // What runs again goes back to the head of the queue in its order, after a retry's backoff.
+        const back = batch.filter((item) => again.includes(item) || later.includes(item) || rerun.has(item))
+        const attempt = Math.max(0, ...again.map((item) => item.attempts))
+        requeue(lane, back, attempt === 0 ? 0 : config.retryBackoffMs * 2 ** (attempt - 1))
+      }
     })
   }
 
@@ -999,7 +1013,8 @@ export function createFunctions(options: FunctionsOptions): Functions {
   const route = (tenantId: string, message: RoutedMessage, hops: number): Routed => {
     const routed: Routed = { items: [], refusals: [] }
     const functionsOfTenant = active.get(tenantId)
-    if (functionsOfTenant === undefined || closed) return routed
+    // Not stopped by close(): the lanes drain then, and what their results trigger is journaled.
+    if (functionsOfTenant === undefined) return routed
     const receivedAt = message.receivedAt ?? now()
     let decoded: { value: unknown } | undefined
     for (const entry of functionsOfTenant.values()) {
@@ -1087,19 +1102,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
    */
   const handleMessage = (message: BrokerMessage, done: (error: Error | null) => void): void => {
     const { source } = message
-    const durable = journalMessages && (message.qos > 0 || journalQos0)
-    let digest: Buffer | undefined
-    let forget = false
-    // Only messages that are journaled have their ids kept, so only they can end the resends.
-    if (durable && source?.connection.resending === true && triggers(message)) {
-      digest = publishIds.digest(message.topic, message.qos, message.retain, message.payload)
-      if (publishIds.isResend(message.tenantId, source, digest)) {
-        journal.write(null, done)
-        return
-      }
-      source.connection.resending = false
-      forget = true
+    if (source?.connection.refused === true) {
+      done(new Error('Cannot accept the publish as an earlier message of this connection was refused'))
+      return
     }
+    const durable = journalMessages && (message.qos > 0 || journalQos0)
     if (!durable) {
       const { items } = route(message.tenantId, message, 0)
       const run = () => {
@@ -1116,13 +1123,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
       }
       return
     }
-    const admission: Admission = {
-      message,
-      done,
-      digest,
-      forget,
-      deadline: performance.now() + config.backpressureWaitMs,
-    }
+    const admission: Admission = { message, done, deadline: performance.now() + config.backpressureWaitMs }
     if (admissions.length === 0 && fullLane(message) === undefined) journalMessage(admission)
     else {
       admissions.push(admission)
@@ -1134,9 +1135,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
    * Journals a device's message and queues its invocations (never refused for a full queue: what
    * is acknowledged runs). Its admission made sure the queues had room.
    */
-  const journalMessage = ({ message, done, digest, forget }: Admission): void => {
+  const journalMessage = ({ message, done }: Admission): void => {
     const { source } = message
     let items: Item[] = []
+    let resend = false
+    let forget = false
     // Counted in its functions' queues from now: the messages of one socket read arrive together.
     const reserved = lanesOf(message)
     for (const lane of reserved) {
@@ -1145,11 +1148,25 @@ export function createFunctions(options: FunctionsOptions): Functions {
     }
     journal.write(
       () => {
+        items = []
+        resend = false
+        if (source === undefined || !triggers(message)) {
+          items = journalRoute(message.tenantId, message, 0).items
+          return
+        }
+        const digest = publishIds.digest(message.topic, message.qos, message.retain, message.payload)
+        // Checked in the transaction, after every earlier write of the client has committed. Only
+        // messages that are journaled have their ids kept, so only they can end the resends.
+        if (source.connection.resending) {
+          if (publishIds.isResend(message.tenantId, source, digest)) {
+            resend = true
+            return
+          }
+          source.connection.resending = false
+          forget = true
+        }
         items = journalRoute(message.tenantId, message, 0).items
-        if (source === undefined || items.length === 0) return
-        const recorded =
-          digest ?? publishIds.digest(message.topic, message.qos, message.retain, message.payload)
-        publishIds.record(message.tenantId, source, recorded)
+        publishIds.record(message.tenantId, source, digest)
         if (forget) publishIds.forgetEarlier(message.tenantId, source)
       },
       (error) => {
@@ -1157,8 +1174,13 @@ export function createFunctions(options: FunctionsOptions): Functions {
           lane.reserved--
           lane.reservedBytes -= message.payload.length
         }
-        if (error === null) for (const item of items) enqueue(item, true)
-        done(error)
+        if (error !== null) {
+          if (source !== undefined) source.connection.refused = true
+          done(error)
+          return
+        }
+        if (!resend) for (const item of items) enqueue(item, true)
+        done(null)
       },
     )
   }
@@ -1195,6 +1217,11 @@ export function createFunctions(options: FunctionsOptions): Functions {
     }
     while (admissions.length > 0) {
       const head = admissions[0] as Admission
+      if (head.message.source?.connection.refused === true) {
+        admissions.shift()
+        head.done(new Error('Cannot accept the publish as an earlier message of this connection was refused'))
+        continue
+      }
       const full = closed ? undefined : fullLane(head.message)
       if (full !== undefined && performance.now() < head.deadline) {
         admissionTimer = setTimeout(admitWaiting, head.deadline - performance.now())
@@ -1209,6 +1236,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
         { tenant: head.message.tenantId, function: full.name, topic: head.message.topic },
         'a function cannot keep up: a device message is refused until its queue has room',
       )
+      if (head.message.source !== undefined) head.message.source.connection.refused = true
       head.done(
         new Error(
           `Cannot accept the publish as function '${full.name}' has ${full.queue.length} invocations waiting, the most functions.queueLimit and functions.queueBytes allow`,
@@ -1221,7 +1249,7 @@ export function createFunctions(options: FunctionsOptions): Functions {
   const routeState = (tenantId: string, changes: readonly StateChange[], hops: number): Routed => {
     const routed: Routed = { items: [], refusals: [] }
     const functionsOfTenant = active.get(tenantId)
-    if (functionsOfTenant === undefined || closed || changes.length === 0) return routed
+    if (functionsOfTenant === undefined || changes.length === 0) return routed
     const at = now()
     for (const change of changes) {
       for (const entry of functionsOfTenant.values()) {

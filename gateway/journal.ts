@@ -64,9 +64,10 @@ export function createJournal(options: JournalOptions): Journal {
   const runOne = db.transaction((entry: Entry) => entry.work?.())
 
   /**
-   * Commits the queued group. When the group fails, each write is tried again in its own
-   * transaction, so one write that cannot be stored (its tenant deleted meanwhile) does not fail
-   * the others; when the disk itself fails, every one of them fails and is not acknowledged.
+   * Commits the queued group. When the group fails, its writes are tried again one by one, each
+   * in its own transaction, up to the first that fails: that one and every write after it fail
+   * (their messages are not acknowledged), so no device's messages are stored with a gap before
+   * a later one. When the disk itself fails, every write fails.
    */
   function commit(): void {
     if (timer !== undefined) {
@@ -87,12 +88,20 @@ export function createJournal(options: JournalOptions): Journal {
     } catch (groupError) {
       figures?.groupFailures.inc()
       logger.warn({ err: groupError, writes }, 'a journal commit failed; trying its writes one by one')
+      let first: Error | undefined
       for (const entry of entries) {
+        if (first !== undefined) {
+          outcomes.push(
+            new Error(`Cannot journal this write as an earlier one of its commit failed: ${first.message}`),
+          )
+          continue
+        }
         try {
           if (entry.work !== null) runOne(entry)
           outcomes.push(null)
         } catch (error) {
-          outcomes.push(error as Error)
+          first = error as Error
+          outcomes.push(first)
         }
       }
     }

@@ -9,13 +9,22 @@ import type Database from 'better-sqlite3'
 export interface PublishConnection {
   /** Unique across restarts (see {@link PublishIds.connection}). */
   readonly id: number
+  /** A persistent session (clean session 0): only its client resends after a reconnect. */
+  readonly persistent: boolean
   resending: boolean
+  /**
+   * Set once one of its messages was refused or could not be journaled: every later one is
+   * refused too, so the device resends them all in order and none is journaled twice.
+   */
+  refused: boolean
 }
 
 /** Where a device's QoS 1/2 message came from: what tells a resend from a new message. */
 export interface PublishSource {
   clientId: string
   packetId: number
+  /** The DUP flag: the client says it may have sent this message before. */
+  dup: boolean
   connection: PublishConnection
 }
 
@@ -32,7 +41,7 @@ export interface PublishSource {
  */
 export interface PublishIds {
   /** A new connection's record; `id` continues from the ids stored. */
-  connection(): PublishConnection
+  connection(persistent: boolean): PublishConnection
   /** Digest of a message's content, as stored. */
   digest(topic: string, qos: number, retain: boolean, payload: Buffer): Buffer
   /** Whether the message is a resend of one journaled on an earlier connection. */
@@ -58,7 +67,7 @@ export function createPublishIds(db: Database.Database): PublishIds {
   }
   let nextId = (sql.last.get()?.last ?? 0) + 1
   return {
-    connection: () => ({ id: nextId++, resending: true }),
+    connection: (persistent) => ({ id: nextId++, persistent, resending: true, refused: false }),
     digest(topic, qos, retain, payload) {
       return createHash('sha256')
         .update(`${topic}\u0000${qos}\u0000${retain ? 1 : 0}\u0000`)
@@ -67,6 +76,9 @@ export function createPublishIds(db: Database.Database): PublishIds {
         .subarray(0, 16)
     },
     isResend(tenantId, source, digest) {
+      // With a clean session the client starts afresh (its packet ids too, for many firmwares):
+      // only a persistent session's client resends, or one that sets the DUP flag.
+      if (!source.connection.persistent && !source.dup) return false
       const row = sql.find.get(tenantId, source.clientId, source.packetId)
       return row !== undefined && row.connection !== source.connection.id && digest.equals(row.digest)
     },

@@ -87,7 +87,7 @@ describe('createJournal()', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(28)
   })
 
-  test('one write that fails does not fail the others of its group; a store that refuses writes fails them all', async () => {
+  test('a write that fails keeps the writes before it and fails those after it; a store that refuses writes fails them all', async () => {
     using store = openDb()
     const journal = createJournal({ db: store.db, commitWindowMs: 0, maxBatch: 100, logger: silent })
     const insert = store.db.prepare('INSERT INTO t (n) VALUES (?)')
@@ -105,8 +105,12 @@ describe('createJournal()', () => {
       (error) => outcomes.push(error?.message ?? null),
     )
     journal.flush()
-    expect(outcomes).toEqual([null, 'NOT NULL constraint failed: t.n', null])
-    expect(store.db.prepare('SELECT n FROM t ORDER BY n').pluck().all()).toEqual([1, 3])
+    expect(outcomes).toEqual([
+      null,
+      'NOT NULL constraint failed: t.n',
+      'Cannot journal this write as an earlier one of its commit failed: NOT NULL constraint failed: t.n',
+    ])
+    expect(store.db.prepare('SELECT n FROM t ORDER BY n').pluck().all()).toEqual([1])
 
     store.db.pragma('query_only = ON')
     const refused: Array<Error | null> = []
@@ -121,7 +125,7 @@ describe('createJournal()', () => {
     journal.flush()
     expect(refused.map((error) => error?.message)).toEqual([
       'attempt to write a readonly database',
-      'attempt to write a readonly database',
+      'Cannot journal this write as an earlier one of its commit failed: attempt to write a readonly database',
     ])
     store.db.pragma('query_only = OFF')
     journal.close()
@@ -133,7 +137,7 @@ describe('createJournal()', () => {
       },
     )
     expect(error).toMatchObject({ message: 'Cannot journal the message as the gateway is shutting down' })
-    expect(store.db.prepare('SELECT n FROM t ORDER BY n').pluck().all()).toEqual([1, 3])
+    expect(store.db.prepare('SELECT n FROM t ORDER BY n').pluck().all()).toEqual([1])
   })
 })
 
@@ -158,6 +162,7 @@ async function resend(
   credentials: { username: string; password: string },
   packetId: number,
   body: unknown,
+  clean = false,
 ) {
   const outgoingStore = new mqtt.Store()
   await new Promise<void>((resolve, reject) =>
@@ -177,7 +182,7 @@ async function resend(
   const client = mqtt.connect(url, {
     ...credentials,
     clientId: 'sensor-1',
-    clean: false,
+    clean,
     reconnectPeriod: 0,
     protocolVersion: 4,
     outgoingStore,
@@ -276,6 +281,27 @@ describe('the journal in the gateway', () => {
     await other.client.endAsync()
   })
 
+  test('a device with a clean session that numbers its packets from 1 again is not taken for a resend', async () => {
+    await using gw = await startGateway()
+    const credentials = await site(gw)
+    await gw.api('POST', '/tenants/acme/functions', {
+      name: 'rec',
+      source: RECORDER,
+      triggers: [{ topic: 'in' }],
+    })
+    // The same message under the same packet id after each reboot, as many firmwares send.
+    for (let boot = 0; boot < 2; boot++) {
+      const device = await resend(gw.mqttUrl, credentials, 1, { n: 0 }, true)
+      await device.acked
+      await device.client.endAsync()
+    }
+    await gw.functions.idle()
+    expect(await outboxOf(gw)).toEqual([
+      { n: 0, qos: 1 },
+      { n: 0, qos: 1 },
+    ])
+  })
+
   test('QoS 0 and QoS 1 messages of one device reach the function in the order they were sent', async () => {
     await using gw = await startGateway()
     const credentials = await site(gw)
@@ -329,6 +355,36 @@ describe('the journal in the gateway', () => {
     expect((await gw.api('GET', '/tenants/acme/dead-letters')).body.deadLetters).toEqual([])
     await device.endAsync()
   }, 30_000)
+
+  test('a call that runs again holds back the calls after it, so the function sees its messages in order', async () => {
+    await using gw = await startGateway({ functions: { retries: 2, retryBackoffMs: 20 } })
+    const credentials = await site(gw)
+    await gw.api('POST', '/tenants/acme/functions', {
+      name: 'rec',
+      source: `let failed = false
+        export default { onMessage(msg, ctx) {
+          if (msg.payload.slow) for (let i = 0; i < 3e6; i++) {}
+          if (msg.payload.n === 2 && !failed) { failed = true; throw new Error('once') }
+          ctx.emit({ n: msg.payload.n, before: ctx.state.get('last') ?? null })
+          ctx.state.set('last', msg.payload.n)
+        } }`,
+      triggers: [{ topic: 'in' }],
+    })
+    const device = await connect(gw.mqttUrl, credentials)
+    // The first is slow, so the next four wait and run as one batch, in which n=2 fails once.
+    const messages = [{ n: 0, slow: true }, { n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]
+    await Promise.all(messages.map((m) => device.publishAsync('in', JSON.stringify(m), { qos: 1 })))
+    await until(() => gw.functions.view('acme', 'rec').stats.invocations === 5, 'five calls')
+    await gw.functions.idle()
+    expect(await outboxOf(gw)).toEqual([
+      { n: 0, before: null },
+      { n: 1, before: 0 },
+      { n: 2, before: 1 },
+      { n: 3, before: 2 },
+      { n: 4, before: 3 },
+    ])
+    await device.endAsync()
+  })
 
   test('dead letters are replayed on the current version through the API, once', async () => {
     await using gw = await startGateway({ functions: { retries: 0 } })
