@@ -19,7 +19,12 @@ export interface StateApiOptions {
   /** The state store; one is made on the API's database when none is given. */
   store?: StateStore
   /** Told of the changes an edit made, after it committed: functions triggered by state run on them. */
-  onChanges?: (tenantId: string, changes: StateChange[]) => void
+  /**
+   * Told of an edit's changes inside its transaction (the functions journal the invocations they
+   * trigger there, so a crash cannot keep the edit and lose them); what it returns runs after the
+   * commit.
+   */
+  onChanges?: (tenantId: string, changes: StateChange[]) => (() => void) | undefined
 }
 
 /** What the state routes need from the API. */
@@ -80,15 +85,18 @@ export function mountStateRoutes(api: Hono<Env>, options: StateRouteOptions): vo
   }
   /** Runs a write; its refusal (quota, bad input) becomes the API's error, and triggers hear of it. */
   const edit = (tenantId: string, run: () => StateChange[]): void => {
-    let changes: StateChange[]
+    let after: (() => void) | undefined
     try {
-      changes = run()
+      options.db.transaction(() => {
+        const changes = run()
+        if (changes.length > 0) after = options.onChanges?.(tenantId, changes)
+      })()
     } catch (error) {
       if (error instanceof StateWriteError)
         throw new GatewayError(error.code, error.message, { cause: error })
       throw error
     }
-    if (changes.length > 0) options.onChanges?.(tenantId, changes)
+    after?.()
   }
   const time = (at: number | null) => (at === null ? null : new Date(at).toISOString())
   const entryView = (entry: Omit<StateEntry, 'value'>) => ({

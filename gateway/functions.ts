@@ -178,10 +178,11 @@ export interface Functions {
    */
   followLogs(tenantId: string, name: string, listener: (line: LogLine | null) => void): () => void
   /**
-   * Runs the functions triggered by state changes made outside an invocation (the API, leases
-   * that ran out): journaled, then queued.
+   * Journals the functions triggered by state changes made outside an invocation (the API, leases
+   * that ran out). Call it inside the transaction that makes the changes, so both commit or
+   * neither; run what it returns after the commit: it queues them.
    */
-  stateChanged(tenantId: string, changes: readonly StateChange[]): void
+  stateChanged(tenantId: string, changes: readonly StateChange[]): () => void
   /**
    * The broker's message handler: matches triggers, journals what it must, queues invocations
    * and calls `done` when the broker may acknowledge the message.
@@ -1712,22 +1713,10 @@ export function createFunctions(options: FunctionsOptions): Functions {
     handleMessage,
 
     stateChanged(tenantId, changes) {
-      let routed: Routed = { items: [], refusals: [] }
-      journal.write(
-        () => {
-          routed = journalStateRoute(tenantId, changes, 0)
-        },
-        (error) => {
-          if (error !== null) {
-            logger.error(
-              { err: error, tenant: tenantId },
-              'cannot journal the functions a state change triggers',
-            )
-            return
-          }
-          for (const item of routed.items) enqueue(item, true)
-        },
-      )
+      const { items } = journalStateRoute(tenantId, changes, 0)
+      return () => {
+        for (const item of items) enqueue(item, true)
+      }
     },
 
     replayDeadLetters: (tenantId, request) =>

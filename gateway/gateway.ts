@@ -181,13 +181,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // Keys and namespaces whose lease ran out go every second; functions see those changes too.
     const stateSweeper = setInterval(() => {
       try {
-        const byTenant = new Map<string, StateChange[]>()
-        for (const change of stateStore.sweep()) {
-          const ofTenant = byTenant.get(change.tenantId) ?? []
-          ofTenant.push(change)
-          byTenant.set(change.tenantId, ofTenant)
-        }
-        for (const [tenantId, ofTenant] of byTenant) functions.stateChanged(tenantId, ofTenant)
+        // The sweep and the journal rows of what its changes trigger commit together.
+        const queue = store.db.transaction(() => {
+          const byTenant = new Map<string, StateChange[]>()
+          for (const change of stateStore.sweep()) {
+            const ofTenant = byTenant.get(change.tenantId) ?? []
+            ofTenant.push(change)
+            byTenant.set(change.tenantId, ofTenant)
+          }
+          return [...byTenant].map(([tenantId, ofTenant]) => functions.stateChanged(tenantId, ofTenant))
+        })()
+        for (const run of queue) run()
       } catch (error) {
         logger.error({ err: error }, 'cannot sweep function state')
       }

@@ -110,7 +110,7 @@ describe('function state API', () => {
     expect((await gw.api('GET', '/tenants/other/state', undefined, 'tau_other_token')).status).toBe(200)
   })
 
-  test('edits through the API tell onChanges what changed, after they are stored', async () => {
+  test('edits through the API tell onChanges what changed, in their transaction, and run what it returns after', async () => {
     const dir = tempDir()
     dirs.push(dir)
     using store = createStore({ file: join(dir, 'taureau.db') })
@@ -121,7 +121,11 @@ describe('function state API', () => {
       db: store.db,
       tenantParam: (c) => c.req.param('tenant') ?? '',
       quotasOf: () => ({ maxStateKeys: 10, maxStateBytes: 1000 }),
-      onChanges: (tenantId, changes) => heard.push([tenantId, changes]),
+      onChanges: (tenantId, changes) => {
+        expect(store.db.inTransaction).toBe(true)
+        heard.push([tenantId, changes])
+        return () => heard.push(['after', []])
+      },
     })
     const request = (method: string, body?: unknown) =>
       app.request(value('site', 'k'), {
@@ -134,7 +138,9 @@ describe('function state API', () => {
     expect((await request('DELETE')).status).toBe(204)
     expect(heard).toEqual([
       ['acme', [{ tenantId: 'acme', namespace: 'site', key: 'k', op: 'set', value: '[1,2]' }]],
+      ['after', []],
       ['acme', [{ tenantId: 'acme', namespace: 'site', key: 'k', op: 'delete', value: null }]],
+      ['after', []],
     ])
   })
 })

@@ -149,6 +149,24 @@ describe('function state in the gateway', () => {
     expect(letters.map((letter: { reason: string }) => letter.reason)).toEqual(['chain_too_deep'])
   })
 
+  test('a key whose lease runs out is swept, and functions watching its namespace hear of it', async () => {
+    await using gw = await startGateway()
+    await device(gw)
+    await deploy(gw, {
+      name: 'watch',
+      source: `export default { onState(change, ctx) { ctx.emit(change) } }`,
+      triggers: [{ state: 'site' }],
+    })
+    await gw.api('PUT', value('site/door', 'open'), { value: true, ttlMs: 1000 })
+    await until(() => gw.functions.view('acme', 'watch').stats.invocations === 2, 'the sweep', 10_000)
+    await gw.functions.idle()
+    expect((await outbox(gw)).map(([, record]: [string, unknown]) => record)).toEqual([
+      { namespace: 'site/door', key: 'open', op: 'set', value: true },
+      { namespace: 'site/door', key: 'open', op: 'delete', value: null },
+    ])
+    expect((await gw.api('GET', value('site/door', 'open'))).status).toBe(404)
+  })
+
   test('a state trigger must name a valid shared namespace', async () => {
     await using gw = await startGateway()
     await device(gw)
