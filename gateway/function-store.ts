@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3'
+import type { BrokerMessage } from './broker.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import type { FunctionSpec } from './function-spec.ts'
 
@@ -36,14 +37,7 @@ export interface DeadLetter {
 }
 
 /** A journaled message: the device's (or a function's output that triggers functions). */
-export interface InboxMessage {
-  tenantId: string
-  topic: string
-  payload: Buffer
-  qos: 0 | 1 | 2
-  retain: boolean
-  deviceId: string | null
-  receivedAt: number
+export interface InboxMessage extends Omit<BrokerMessage, 'source'> {
   /** How many functions produced the message before (0 for a device's message). */
   hops: number
 }
@@ -55,8 +49,8 @@ export interface PendingWork extends InboxMessage {
 }
 
 /**
- * Functions, their versions, dead letters and the journal of the messages they owe work on, on the gateway's SQLite store. Only the
- * main thread calls it (single writer).
+ * Functions, their versions, dead letters and the journal of the messages they owe work on, on
+ * the gateway's SQLite store. Only the main thread calls it (single writer).
  */
 export interface FunctionStore {
   list(tenantId: string): FunctionRecord[]

@@ -1151,7 +1151,8 @@ export function createFunctions(options: FunctionsOptions): Functions {
       () => {
         items = []
         resend = false
-        if (source === undefined || !triggers(message)) {
+        // The functions it triggers were matched at admission (`reserved`); none, nothing to keep.
+        if (source === undefined || reserved.length === 0) {
           items = journalRoute(message.tenantId, message, 0).items
           return
         }
@@ -1309,14 +1310,6 @@ export function createFunctions(options: FunctionsOptions): Functions {
       functionStore.insertWork(tenantId, item.entry.name, item.seq)
     }
     return routed
-  }
-
-  /** Whether a message triggers any function of its tenant. */
-  const triggers = (message: BrokerMessage): boolean => {
-    for (const entry of active.get(message.tenantId)?.values() ?? []) {
-      if (entry.filters.some((filter) => filterCovers(filter, message.topic))) return true
-    }
-    return false
   }
 
   /** Queues the journaled work a function still owes (after a restart, or when it is enabled again). */
