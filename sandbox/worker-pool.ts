@@ -166,6 +166,8 @@ export interface WorkerPool {
   [Symbol.asyncDispose](): Promise<void>
 }
 
+/** Shared by the workers of every pool in this process (see WorkerStartData.flagLock). */
+const FLAG_LOCK = new SharedArrayBuffer(4)
 const WORKER_URL = new URL('./worker-main.ts', import.meta.url)
 const WORKER_BOOTSTRAP = `
 const { workerData } = require('node:worker_threads')
@@ -331,6 +333,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       compileDeadlineMs,
       progress: buffer,
       stateDatabase: options.stateDatabase,
+      flagLock: FLAG_LOCK,
     }
     // Workers load the TypeScript sources through tsx, as the main thread does: a worker does not
     // inherit the main thread's module hooks, so a small bootstrap registers them first.

@@ -16,6 +16,11 @@ export interface WorkerStartData {
    * `ctx.state` reads; none: functions see no committed state.
    */
   stateDatabase: string | undefined
+  /**
+   * One Int32 shared by every worker of the process: held while a worker turns V8's process-wide
+   * `--expose-gc` flag on and off (see worker-main's collectGarbage).
+   */
+  flagLock: SharedArrayBuffer
 }
 
 /**

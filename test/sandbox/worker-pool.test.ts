@@ -340,3 +340,31 @@ test('close() settles every promise, including calls a worker handed back', asyn
   expect(outcomes).toHaveLength(202)
   for (const outcome of outcomes) expect(String(outcome?.ok || outcome?.code)).toMatch(/^(true|broken)$/)
 })
+
+test('workers of several pools starting at once all come up (V8 flags are shared by the process)', async () => {
+  const errors: string[] = []
+  for (let round = 0; round < 3; round++) {
+    const pools = Array.from({ length: 8 }, () =>
+      createWorkerPool({
+        size: 2,
+        memoryLimitBytes: 32 * MB,
+        onWorkerError: (error) => errors.push(String(error)),
+      }),
+    )
+    try {
+      const values = await Promise.all(
+        pools.map(async (pool, p) => {
+          await pool.compile('a', 'double', DOUBLE, ['onMessage'])
+          await pool.compile('b', 'double', DOUBLE, ['onMessage'])
+          const a = await pool.invoke('a', 'double', 'onMessage', [{ v: p }], info, 1000)
+          const b = await pool.invoke('b', 'double', 'onMessage', [{ v: p }], info, 1000)
+          return [a.value, b.value]
+        }),
+      )
+      expect(values).toEqual(pools.map((_, p) => [2 * p, 2 * p]))
+    } finally {
+      for (const pool of pools) await pool.close()
+    }
+  }
+  expect(errors).toEqual([])
+})
