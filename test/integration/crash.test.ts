@@ -218,13 +218,15 @@ describe('durability', () => {
     // Acknowledgements stop once the store is full.
     let last = -1
     let stopped = false
+    const counts: number[] = []
     const deadline = Date.now() + 60_000
     while (!stopped && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 1500))
       stopped = devices.acked.size === last
       last = devices.acked.size
+      counts.push(last)
     }
-    expect(stopped).toBe(true)
+    expect(stopped, `messages acknowledged, every 1.5 s: ${counts.join(', ')}`).toBe(true)
     expect(devices.acked.size).toBeGreaterThan(100)
     expect(devices.sent.size).toBeGreaterThan(devices.acked.size)
     const whileFull = await outboxIds(gateway)
