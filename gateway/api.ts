@@ -57,6 +57,8 @@ export interface ApiOptions {
   state?: StateApiOptions
   /** Tenant functions; their routes are served when given. */
   functions?: { runtime: Functions; store: FunctionStore; outbox: Outbox }
+  /** The private uplink's state (`GET /uplink`, admin only); `{ state: 'off' }` without one. */
+  uplink?: () => unknown
 }
 
 /** The Hono environment of the API: the caller's token. */
@@ -197,6 +199,11 @@ export function createApi(options: ApiOptions): Hono<Env> {
     rotatedAt: device.rotatedAt === null ? null : new Date(device.rotatedAt).toISOString(),
     lastSeenAt: device.lastSeenAt === null ? null : new Date(device.lastSeenAt).toISOString(),
     connections: online.get(device.deviceId) ?? 0,
+  })
+
+  api.get('/uplink', (c) => {
+    requireAdmin(c)
+    return c.json(options.uplink?.() ?? { state: 'off' })
   })
 
   api.get('/tenants', (c) => {

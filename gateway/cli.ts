@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import packageJson from '../package.json' with { type: 'json' }
 import { ApiError, type ApiTarget, callApi, followEvents, resolveApiTarget } from './api-client.ts'
+import { addCloudCommands } from './cli-cloud.ts'
 import type { ConfigLayer } from './config.ts'
 import { GatewayError } from './errors.ts'
 import type { FunctionVersion } from './function-store.ts'
@@ -36,6 +37,11 @@ program
   .option('--ws-port <port>', 'MQTT/WebSocket port, 0 for any (env TAUREAU_WS_PORT; default 8083)', portArg)
   .option('--http-port <port>', 'API and UI port, 0 for any (env TAUREAU_HTTP_PORT; default 8080)', portArg)
   .option('--anonymous-tenant <tenant>', 'put clients without credentials in this tenant (development only)')
+  .option('--cloud <host:port>', 'stream the outbox to this cloud receiver (env TAUREAU_CLOUD)')
+  .option(
+    '--cloud-key <key>',
+    "the cloud receiver's public key, from `taureau keys` on its data dir (env TAUREAU_CLOUD_KEY)",
+  )
   .addOption(
     new Option('--log-level <level>', 'log level (env TAUREAU_LOG_LEVEL)').choices([
       'fatal',
@@ -54,6 +60,7 @@ program
       mqtt: { port: flags.mqttPort, wsPort: flags.wsPort, anonymousTenant: flags.anonymousTenant },
       http: { port: flags.httpPort },
       log: { level: flags.logLevel },
+      uplink: { cloud: flags.cloud, cloudKey: flags.cloudKey },
     }
     // Loaded here so the API commands start without the broker's modules.
     const { loadConfig } = await import('./config.ts')
@@ -812,6 +819,8 @@ stateKeyCommand('delete', 'delete a key').action(
       () => `deleted ${key} from ${namespace}`,
     ),
 )
+
+addCloudCommands(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -268,6 +268,73 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The private uplink to a cloud receiver (see docs/uplink.md). Off until `cloud` and `cloudKey`
+     * are set; the outbox keeps records meanwhile, within each tenant's quota.
+     */
+    uplink: z
+      .object({
+        /** The receiver, `HOST:PORT`. */
+        cloud: z
+          .string()
+          .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/, 'must be HOST:PORT')
+          .nullable()
+          .default(null),
+        /** The receiver's public key (`taureau keys` on its data dir), base64. */
+        cloudKey: z.string().nullable().default(null),
+        /** Bytes of every unit on the wire. Must match the receiver's. */
+        cellBytes: z.union([z.literal(512), z.literal(1024), z.literal(1200)]).default(1024),
+        /**
+         * When cells leave, whatever the data: `epoch` (K cells every T ms after a random start),
+         * `clock` (one cell per interval, constant or Poisson), `tiered` (K from a small set,
+         * changed at most once per dwell), `off` (as data comes: for tests only, it hides nothing).
+         */
+        shaper: z
+          .discriminatedUnion('mode', [
+            z
+              .object({
+                mode: z.literal('epoch'),
+                epochMs: z.number().int().min(10).max(3_600_000).default(1000),
+                cellsPerEpoch: z.number().int().min(1).max(10_000).default(8),
+              })
+              .strict(),
+            z
+              .object({
+                mode: z.literal('clock'),
+                intervalMs: z.number().min(1).max(3_600_000).default(125),
+                poisson: z.boolean().default(false),
+              })
+              .strict(),
+            z
+              .object({
+                mode: z.literal('tiered'),
+                epochMs: z.number().int().min(10).max(3_600_000).default(1000),
+                tiers: z.array(z.number().int().min(1).max(10_000)).min(1).max(8).default([2, 8, 32]),
+                dwellMs: z.number().int().min(1000).default(600_000),
+              })
+              .strict(),
+            z.object({ mode: z.literal('off') }).strict(),
+          ])
+          .default({ mode: 'epoch', epochMs: 1000, cellsPerEpoch: 8 }),
+        /** Secretstream rekey period. */
+        rekeyMs: z.number().int().min(1000).default(60_000),
+        /** A full new handshake after this, give or take 20%. */
+        sessionMs: z.number().int().min(10_000).default(3_600_000),
+        /** Bytes of records sent and not yet acknowledged. */
+        windowBytes: z
+          .number()
+          .int()
+          .min(4096)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
+        /** Reconnect backoff bounds, in ms (full jitter, doubling). */
+        backoffMinMs: z.number().int().min(10).default(500),
+        backoffMaxMs: z.number().int().min(10).default(60_000),
+        /** Cells of records waiting in the shaper past which `taureau_uplink_backlog_alarm` is raised. */
+        alarmCells: z.number().int().min(1).default(1024),
+      })
+      .strict()
+      .prefault({}),
     /** Quotas given to tenants created without explicit ones. */
     tenantDefaults: z
       .object({ quotas: quotasSchema.prefault({}) })
@@ -298,6 +365,8 @@ export const CONFIG_ENV: Readonly<Record<string, readonly string[]>> = {
   TAUREAU_ANONYMOUS_TENANT: ['mqtt', 'anonymousTenant'],
   TAUREAU_LOG_LEVEL: ['log', 'level'],
   TAUREAU_DURABILITY: ['durability', 'mode'],
+  TAUREAU_CLOUD: ['uplink', 'cloud'],
+  TAUREAU_CLOUD_KEY: ['uplink', 'cloudKey'],
 }
 
 const NUMERIC_ENV = new Set(['TAUREAU_MQTT_PORT', 'TAUREAU_WS_PORT', 'TAUREAU_HTTP_PORT'])

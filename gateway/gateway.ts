@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path'
 import { type ServerType, serve } from '@hono/node-server'
 import { type Logger, pino } from 'pino'
 import { createWorkerPool, type WorkerPool } from '../sandbox/index.ts'
+import type { Uplink } from '../sync/index.ts'
 import { createApi, hashToken } from './api.ts'
 import { type Broker, createBroker } from './broker.ts'
 import { createSqlitePersistence, type SqlitePersistence } from './broker-persistence.ts'
@@ -20,6 +21,7 @@ import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
 import { createPublishIds } from './publish-ids.ts'
 import { createStateStore, type StateChange } from './state-store.ts'
 import { createStore, type Store } from './store.ts'
+import { startUplink } from './uplink.ts'
 
 /** Options of {@link createGateway}. */
 export interface GatewayOptions {
@@ -59,6 +61,8 @@ export interface Gateway {
   readonly outbox: Outbox
   /** The group commit of messages and results. */
   readonly journal: Journal
+  /** The private uplink; undefined when no cloud receiver is configured. */
+  readonly uplink: Uplink | undefined
   /** Stops accepting, disconnects clients, then closes the store: children before parents. */
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
@@ -151,6 +155,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const sweeper = setInterval(sweep, OUTBOX_SWEEP_INTERVAL_MS)
     sweeper.unref()
     opened.push(() => clearInterval(sweeper))
+    const uplink = await startUplink({ config, dataDir, outbox, registry: metrics.registry, logger })
+    if (uplink !== undefined) opened.push(() => uplink.close())
     const broker = await createBroker({
       store,
       persistence,
@@ -212,6 +218,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       maxBodyBytes: config.http.maxBodyBytes,
       publicMetrics: config.http.publicMetrics,
       functions: { runtime: functions, store: functionStore, outbox },
+      uplink: () => uplink?.status(),
       state: {
         store: stateStore,
         onChanges: (tenantId, changes) => functions.stateChanged(tenantId, changes),
@@ -254,6 +261,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       pool,
       outbox,
       journal,
+      uplink,
       close: () => {
         closing ??= closeOpened().then(() => logger.info('gateway stopped'))
         return closing

@@ -1,18 +1,9 @@
 import { randomBytes, randomFillSync } from 'node:crypto'
-import {
-  chmodSync,
-  closeSync,
-  fsyncSync,
-  linkSync,
-  openSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs'
-import { dirname, join } from 'node:path'
+import { chmodSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import type Database from 'better-sqlite3'
 import sodium from 'libsodium-wrappers'
+import { createSecretFile, fileExists } from '../sync/index.ts'
 import type { Quotas } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import type { OutboxDropReason, OutboxFigures, OutboxMetrics } from './metrics.ts'
@@ -117,6 +108,12 @@ export interface Outbox {
   append(tenantId: string, quotas: Quotas, rows: readonly OutboxRow[]): OutboxAppendResult
   /** Opened records of a tenant with `seq > afterSeq`, in seq order. Throws {@link OutboxSealError}. */
   list(tenantId: string, afterSeq: number, limit: number): OutboxRecord[]
+  /**
+   * The uplink's read: records of every tenant with `seq > afterSeq`, in seq order. A record that
+   * cannot be opened comes back as its {@link OutboxSealError} in its place, so one bad row never
+   * holds up the others; the caller removes it and says so.
+   */
+  listAll(afterSeq: number, limit: number): Array<OutboxRecord | OutboxSealError>
   /** Deletes delivered records (the uplink's acks); not audited. Returns how many were deleted. */
   remove(tenantId: string, which: OutboxRemoval): number
   /** Bytes and records a tenant has waiting, and its quota. */
@@ -254,6 +251,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     ),
     list: db.prepare<[string, number, number], RecordRow>(
       'SELECT * FROM outbox WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+    ),
+    listAll: db.prepare<[number, number], RecordRow>(
+      'SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?',
     ),
     oldest: db.prepare<[string], VictimRow>(
       'SELECT seq, tenant_id, function, stream, priority, bytes FROM outbox WHERE tenant_id = ? ORDER BY seq',
@@ -537,6 +537,18 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     }
   })
 
+  const recordOf = (row: RecordRow): OutboxRecord => ({
+    seq: row.seq,
+    tenantId: row.tenant_id,
+    function: row.function,
+    stream: row.stream,
+    priority: row.priority,
+    record: open(row),
+    bytes: row.bytes,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  })
+
   const close = (): void => {
     if (closed) return
     closed = true
@@ -553,17 +565,19 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     list(tenantId, afterSeq, limit) {
       requireOpen()
       checkLimit(limit)
-      return sql.list.all(tenantId, afterSeq, limit).map((row) => ({
-        seq: row.seq,
-        tenantId: row.tenant_id,
-        function: row.function,
-        stream: row.stream,
-        priority: row.priority,
-        record: open(row),
-        bytes: row.bytes,
-        createdAt: row.created_at,
-        expiresAt: row.expires_at,
-      }))
+      return sql.list.all(tenantId, afterSeq, limit).map(recordOf)
+    },
+    listAll(afterSeq, limit) {
+      requireOpen()
+      checkLimit(limit)
+      return sql.listAll.all(afterSeq, limit).map((row) => {
+        try {
+          return recordOf(row)
+        } catch (error) {
+          if (error instanceof OutboxSealError) return error
+          throw error
+        }
+      })
     },
     remove(tenantId, which) {
       requireOpen()
@@ -615,7 +629,7 @@ export function loadOutboxKey(dataDir: string, env: NodeJS.ProcessEnv = process.
   if (fromEnv !== undefined) return _decodeKey(fromEnv)
   const file = join(dataDir, OUTBOX_KEY_FILE)
   try {
-    if (!_exists(file)) _createKeyFile(file)
+    if (!fileExists(file)) createSecretFile(file, randomBytes(OUTBOX_KEY_BYTES))
     const stat = statSync(file)
     if (!stat.isFile()) throw new Error('it is not a regular file')
     if ((stat.mode & 0o077) !== 0) chmodSync(file, 0o600)
@@ -655,45 +669,4 @@ function _decodeKey(value: string): Uint8Array {
     )
   }
   return new Uint8Array(key)
-}
-
-function _exists(file: string): boolean {
-  try {
-    statSync(file)
-    return true
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
-    throw error
-  }
-}
-
-/**
- * Writes a new key to a temp file (0600, fsynced) and links it into place: `link` fails when the
- * name exists, so two gateways starting at once agree on one key, and a crash never leaves a
- * partial key file under the real name.
- */
-function _createKeyFile(file: string): void {
-  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
-  const fd = openSync(temp, 'wx', 0o600)
-  try {
-    try {
-      writeSync(fd, randomBytes(OUTBOX_KEY_BYTES))
-      fsyncSync(fd)
-    } finally {
-      closeSync(fd)
-    }
-    try {
-      linkSync(temp, file)
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-    }
-  } finally {
-    unlinkSync(temp)
-  }
-  const dir = openSync(dirname(file), 'r')
-  try {
-    fsyncSync(dir)
-  } finally {
-    closeSync(dir)
-  }
 }
