@@ -48,6 +48,16 @@ const sinceArg = (value: string): number => {
   return ms
 }
 
+/** The options of every command that opens the receiver's store. */
+function withStoreOptions(command: Command): Command {
+  return command
+    .option('--data <dir>', `data directory (env TAUREAU_DATA; default ${DEFAULT_CLOUD_DATA})`)
+    .option(
+      '--store <url>',
+      'postgres://… to use one PostgreSQL shared by receivers (env TAUREAU_CLOUD_STORE; default SQLite in the data dir)',
+    )
+}
+
 export function addCloudCommands(program: Command): void {
   program
     .command('keys')
@@ -60,14 +70,11 @@ export function addCloudCommands(program: Command): void {
       console.log(encodeKey((await loadIdentity(dir)).publicKey))
     })
 
-  const cloud = program
-    .command('cloud')
-    .description('run the cloud receiver that gateways stream their outbox to, or manage it')
-    .option('--data <dir>', `data directory (env TAUREAU_DATA; default ${DEFAULT_CLOUD_DATA})`)
-    .option(
-      '--store <url>',
-      'postgres://… to share one PostgreSQL among receivers (env TAUREAU_CLOUD_STORE; default SQLite in the data dir)',
-    )
+  const cloud = withStoreOptions(
+    program
+      .command('cloud')
+      .description('run the cloud receiver that gateways stream their outbox to, or manage it'),
+  )
     .option('--host <address>', 'address to listen on (default 0.0.0.0)', '0.0.0.0')
     .option('--port <port>', 'port to listen on, 0 for any (default 7070)', intArg('port', 0), 7070)
     .option(
@@ -119,8 +126,7 @@ export function addCloudCommands(program: Command): void {
     )
 
   const gateway = cloud.command('gateway').description('manage the gateways this receiver accepts')
-  gateway
-    .command('add <name> <publicKey>')
+  withStoreOptions(gateway.command('add <name> <publicKey>'))
     .description("accept a gateway's static public key (from `taureau keys` on the gateway)")
     .action(async (name: string, publicKey: string, _flags: unknown, command: Command) => {
       const { decodeKey, encodeKey } = await import('../sync/index.ts')
@@ -130,8 +136,7 @@ export function addCloudCommands(program: Command): void {
         console.log(`added gateway ${added.name} (${added.publicKey})`)
       })
     })
-  gateway
-    .command('remove <name>')
+  withStoreOptions(gateway.command('remove <name>'))
     .description('stop accepting a gateway (its records stay)')
     .action(async (name: string, _flags: unknown, command: Command) => {
       await withStore(command, async (store) => {
@@ -143,8 +148,7 @@ export function addCloudCommands(program: Command): void {
         console.log(`removed gateway ${name}`)
       })
     })
-  gateway
-    .command('list')
+  withStoreOptions(gateway.command('list'))
     .description('list the accepted gateways')
     .option('--json', 'print JSON')
     .action(async (flags: { json?: boolean }, command: Command) => {
@@ -160,8 +164,7 @@ export function addCloudCommands(program: Command): void {
       })
     })
 
-  cloud
-    .command('records')
+  withStoreOptions(cloud.command('records'))
     .description('print what arrived from gateways, oldest first')
     .option('--gateway <name>', 'only this gateway')
     .option('--tenant <tenant>', 'only this tenant')

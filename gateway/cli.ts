@@ -825,7 +825,14 @@ addCloudCommands(program)
 try {
   await program.parseAsync(process.argv)
 } catch (error) {
-  if (error instanceof GatewayError || error instanceof ApiError) {
+  // SyncError (by name: sync/ loads only for the cloud commands) and RangeError: their refusals,
+  // such as a taken gateway name or a key that is not one.
+  if (
+    error instanceof GatewayError ||
+    error instanceof ApiError ||
+    (error instanceof Error && error.name === 'SyncError') ||
+    error instanceof RangeError
+  ) {
     console.error(`taureau: ${error.message}`)
     process.exitCode = error instanceof GatewayError && error.code === 'invalid_config' ? 2 : 1
   } else {

@@ -53,63 +53,75 @@ export async function startUplink(options: {
   })
   // The tenant of each record handed to the uplink: the outbox removes records per tenant.
   const tenants = new Map<number, string>()
-  const uplink = createUplink({
-    source: {
-      read(afterSeq, limit) {
-        const records: UplinkRecord[] = []
-        for (const row of outbox.listAll(afterSeq, limit)) {
-          if (row instanceof OutboxSealError) {
-            logger.error({ err: row }, 'an outbox record cannot be opened; it is removed instead of sent')
-            outbox.remove(row.tenantId, { seqs: [row.seq] })
-            unreadable.inc()
-            continue
+  let uplink: Uplink
+  try {
+    uplink = createUplink({
+      source: {
+        read(afterSeq, limit) {
+          const records: UplinkRecord[] = []
+          for (const row of outbox.listAll(afterSeq, limit)) {
+            if (row instanceof OutboxSealError) {
+              logger.error({ err: row }, 'an outbox record cannot be opened; it is removed instead of sent')
+              outbox.remove(row.tenantId, { seqs: [row.seq] })
+              unreadable.inc()
+              continue
+            }
+            tenants.set(row.seq, row.tenantId)
+            records.push({
+              seq: row.seq,
+              body: encodeRecordContent({
+                tenant: row.tenantId,
+                function: row.function,
+                stream: row.stream,
+                createdAt: row.createdAt,
+                record: row.record,
+              }),
+            })
           }
-          tenants.set(row.seq, row.tenantId)
-          records.push({
-            seq: row.seq,
-            body: encodeRecordContent({
-              tenant: row.tenantId,
-              function: row.function,
-              stream: row.stream,
-              createdAt: row.createdAt,
-              record: row.record,
-            }),
-          })
-        }
-        return records
+          return records
+        },
+        delivered(seqs) {
+          const byTenant = new Map<string, number[]>()
+          for (const seq of seqs) {
+            const tenant = tenants.get(seq)
+            tenants.delete(seq)
+            if (tenant === undefined) continue
+            byTenant.set(tenant, [...(byTenant.get(tenant) ?? []), seq])
+          }
+          for (const [tenant, list] of byTenant) outbox.remove(tenant, { seqs: list })
+        },
       },
-      delivered(seqs) {
-        const byTenant = new Map<string, number[]>()
-        for (const seq of seqs) {
-          const tenant = tenants.get(seq)
-          tenants.delete(seq)
-          if (tenant === undefined) continue
-          byTenant.set(tenant, [...(byTenant.get(tenant) ?? []), seq])
-        }
-        for (const [tenant, list] of byTenant) outbox.remove(tenant, { seqs: list })
+      cloud: { host, port, publicKey: cloudKey },
+      identity,
+      cellBytes: settings.cellBytes,
+      schedule: settings.shaper,
+      rekeyMs: settings.rekeyMs,
+      sessionMs: settings.sessionMs,
+      windowBytes: settings.windowBytes,
+      backoff: {
+        minMs: settings.backoffMinMs,
+        maxMs: Math.max(settings.backoffMinMs, settings.backoffMaxMs),
       },
-    },
-    cloud: { host, port, publicKey: cloudKey },
-    identity,
-    cellBytes: settings.cellBytes,
-    schedule: settings.shaper,
-    rekeyMs: settings.rekeyMs,
-    sessionMs: settings.sessionMs,
-    windowBytes: settings.windowBytes,
-    backoff: { minMs: settings.backoffMinMs, maxMs: Math.max(settings.backoffMinMs, settings.backoffMaxMs) },
-    alarmCells: settings.alarmCells,
-    onEvent(event) {
-      if (event.type === 'connected') logger.info({ session: event.session }, 'uplink connected')
-      else if (event.type === 'disconnected')
-        logger.warn({ session: event.session, reason: event.reason }, 'uplink disconnected')
-      else if (event.type === 'alarm')
-        logger.warn(
-          { backlogCells: event.backlogCells },
-          'uplink backlog over its alarm bound; the shaper rate is not raised',
-        )
-      else logger.error({ err: event.error }, 'uplink error')
-    },
-  })
+      alarmCells: settings.alarmCells,
+      onEvent(event) {
+        if (event.type === 'connected') logger.info({ session: event.session }, 'uplink connected')
+        else if (event.type === 'disconnected')
+          logger.warn({ session: event.session, reason: event.reason }, 'uplink disconnected')
+        else if (event.type === 'alarm')
+          logger.warn(
+            { backlogCells: event.backlogCells },
+            'uplink backlog over its alarm bound; the shaper rate is not raised',
+          )
+        else logger.error({ err: event.error }, 'uplink error')
+      },
+    })
+  } catch (cause) {
+    if (!(cause instanceof RangeError)) throw cause
+    throw new GatewayError(GATEWAY_ERROR_CODES.invalidConfig, `Cannot start the uplink as ${cause.message}`, {
+      cause,
+      field: 'uplink.shaper',
+    })
+  }
   if (settings.shaper.mode === 'off')
     logger.warn('uplink shaper is off: the traffic shows when and how much data flows')
   registerUplinkMetrics(options.registry, uplink)

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import type { KeyPair } from './noise-ik.ts'
-import type { ShaperMode } from './shaper.ts'
+import { createShaper, type ShaperMode } from './shaper.ts'
 import {
   emptyWireStats,
   type UplinkCommand,
@@ -123,7 +123,16 @@ export function createUplink(options: UplinkOptions): Uplink {
     maxQueuedBytes: windowBytes + 64 * 1024,
     alarmCells: options.alarmCells ?? 1024,
   }
-  const worker = new Worker(WORKER_BOOTSTRAP, { eval: true, workerData: data })
+  // A schedule the shaper refuses is the caller's mistake: said here, not in the worker later.
+  createShaper({
+    schedule,
+    clock: { now: () => 0, setTimer: () => ({ cancel() {} }) },
+    random: () => 0,
+    send() {},
+    backlogCells: () => 0,
+    alarmCells: data.alarmCells,
+  })
+  let worker: Worker
   let state: UplinkStatus['state'] = 'connecting'
   let session = 0
   let sessions = 0
@@ -139,6 +148,7 @@ export function createUplink(options: UplinkOptions): Uplink {
   let onClosed: (() => void) | undefined
 
   const send = (command: UplinkCommand): void => worker.postMessage(command)
+  let restart: NodeJS.Timeout | undefined
   const report = (event: UplinkLogEvent): void => {
     try {
       options.onEvent?.(event)
@@ -199,7 +209,7 @@ export function createUplink(options: UplinkOptions): Uplink {
     pump()
   }
 
-  worker.on('message', (event: UplinkEvent) => {
+  const onMessage = (event: UplinkEvent): void => {
     switch (event.type) {
       case 'connected':
         state = 'connected'
@@ -229,8 +239,24 @@ export function createUplink(options: UplinkOptions): Uplink {
         onClosed?.()
         return
     }
-  })
-  worker.on('error', (error) => report({ type: 'error', error }))
+  }
+  /** Starts the worker; one that dies is replaced a second later (the outbox keeps what it had). */
+  const startWorker = (): void => {
+    worker = new Worker(WORKER_BOOTSTRAP, { eval: true, workerData: data })
+    const own = worker
+    own.on('message', (event: UplinkEvent) => {
+      if (worker === own) onMessage(event)
+    })
+    own.on('error', (error) => report({ type: 'error', error }))
+    own.on('exit', () => {
+      if (worker !== own || state === 'closed') return
+      state = 'connecting'
+      session = -1
+      report({ type: 'error', error: new Error('the uplink worker stopped; it starts again in 1 s') })
+      restart = setTimeout(startWorker, 1000)
+    })
+  }
+  startWorker()
   const poll = setInterval(pump, options.pollMs ?? 200)
 
   const uplink: Uplink = {
@@ -249,6 +275,7 @@ export function createUplink(options: UplinkOptions): Uplink {
     close() {
       closed ??= (async () => {
         clearInterval(poll)
+        if (restart !== undefined) clearTimeout(restart)
         state = 'closed'
         await new Promise<void>((resolve) => {
           onClosed = resolve

@@ -1,0 +1,186 @@
+import { createServer } from 'node:net'
+import { afterEach, expect, test } from 'vitest'
+import {
+  type CloudStore,
+  createReceiver,
+  createSqliteCloudStore,
+  createUplink,
+  encodeKey,
+  encodeRecordContent,
+  type Receiver,
+  type Uplink,
+  type UplinkLogEvent,
+  type UplinkOptions,
+  type UplinkRecord,
+} from '../../sync/index.ts'
+import { generateKeyPair, type KeyPair, sodiumReady } from '../../sync/noise-ik.ts'
+import { tempDir } from '../helpers/temp.ts'
+
+const cleanups: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+/** An outbox in memory: records in seq order, removed when delivered. */
+function memorySource() {
+  const records = new Map<number, UplinkRecord>()
+  let next = 1
+  return {
+    records,
+    add(count: number) {
+      for (let i = 0; i < count; i++) {
+        const seq = next++
+        records.set(seq, {
+          seq,
+          body: encodeRecordContent({
+            tenant: 'acme',
+            function: 'f',
+            stream: 's',
+            createdAt: Date.now(),
+            record: { seq },
+          }),
+        })
+      }
+    },
+    read: (afterSeq: number, limit: number) =>
+      [...records.values()].filter((record) => record.seq > afterSeq).slice(0, limit),
+    delivered(seqs: number[]) {
+      for (const seq of seqs) records.delete(seq)
+    },
+  }
+}
+
+async function cloud(
+  port = 0,
+): Promise<{ receiver: Receiver; store: CloudStore; identity: KeyPair; gateway: KeyPair }> {
+  await sodiumReady()
+  const identity = generateKeyPair()
+  const gateway = generateKeyPair()
+  const store = await createSqliteCloudStore({ file: `${tempDir()}/cloud.db` })
+  await store.addGateway('gw', encodeKey(gateway.publicKey))
+  const receiver = await createReceiver({
+    store,
+    identity,
+    port,
+    cellBytes: 512,
+    schedule: { mode: 'clock', intervalMs: 10, poisson: false },
+  })
+  cleanups.push(async () => {
+    await receiver.close()
+    await store.close()
+  })
+  return { receiver, store, identity, gateway }
+}
+
+function uplinkTo(
+  port: number,
+  keys: { identity: KeyPair; gateway: KeyPair },
+  source: ReturnType<typeof memorySource>,
+  options: Partial<UplinkOptions> = {},
+): Uplink {
+  const uplink = createUplink({
+    source,
+    cloud: { host: '127.0.0.1', port, publicKey: keys.identity.publicKey },
+    identity: keys.gateway,
+    cellBytes: 512,
+    schedule: { mode: 'clock', intervalMs: 2 },
+    pollMs: 20,
+    backoff: { minMs: 20, maxMs: 100 },
+    ...options,
+  })
+  cleanups.push(() => uplink.close())
+  return uplink
+}
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+test('sessions end and start again on schedule and streams rekey, and every record is stored once', async () => {
+  const keys = await cloud()
+  const source = memorySource()
+  const uplink = uplinkTo(keys.receiver.port, keys, source, {
+    rekeyMs: 50,
+    sessionMs: 300,
+    sessionJitter: 0.2,
+  })
+  for (let round = 0; round < 20; round++) {
+    source.add(25)
+    await new Promise((resolve) => setTimeout(resolve, 60))
+  }
+  await until(() => source.records.size === 0 && uplink.status().sessions >= 3, 'delivery across sessions')
+  expect(await keys.store.count({ gateway: 'gw' })).toBe(500)
+  const seqs = (await keys.store.records({ gateway: 'gw', limit: 1000 })).map((r) => r.seq)
+  expect(new Set(seqs).size).toBe(500)
+  await until(() => uplink.status().wire.cellsControl > 3, 'rekey and close cells')
+  expect(uplink.status().delivered).toBe(500)
+})
+
+test('a gateway that starts before its receiver connects once the receiver is up, backing off meanwhile', async () => {
+  // A port that nothing listens on yet.
+  const probe = createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const port = (probe.address() as { port: number }).port
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  const keys = { identity: generateKeyPair(), gateway: generateKeyPair() }
+  await sodiumReady()
+  const source = memorySource()
+  source.add(10)
+  const events: UplinkLogEvent[] = []
+  const uplink = uplinkTo(port, keys, source, { onEvent: (event) => events.push(event) })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  expect(uplink.status().state).toBe('connecting')
+  const store = await createSqliteCloudStore({ file: `${tempDir()}/cloud.db` })
+  await store.addGateway('gw', encodeKey(keys.gateway.publicKey))
+  const receiver = await createReceiver({ store, identity: keys.identity, port, cellBytes: 512 })
+  cleanups.push(async () => {
+    await receiver.close()
+    await store.close()
+  })
+  await until(() => source.records.size === 0, 'delivery once the receiver is up')
+  expect(events.filter((event) => event.type === 'connected')).toHaveLength(1)
+})
+
+test('a backlog past the alarm bound raises the alarm and the rate stays as configured', async () => {
+  const keys = await cloud()
+  const source = memorySource()
+  const events: UplinkLogEvent[] = []
+  const uplink = uplinkTo(keys.receiver.port, keys, source, {
+    schedule: { mode: 'epoch', epochMs: 100, cellsPerEpoch: 1 },
+    alarmCells: 3,
+    onEvent: (event) => events.push(event),
+  })
+  await until(() => uplink.status().state === 'connected', 'the session')
+  source.add(200)
+  await until(() => uplink.status().alarm, 'the alarm')
+  expect(events).toContainEqual(expect.objectContaining({ type: 'alarm' }))
+  // The worker reports its counters once a second: compare two reports two apart.
+  const nextReport = async () => {
+    const last = uplink.status().wire
+    await until(() => uplink.status().wire !== last, 'a report of the counters', 3000)
+    const { cellsData, cellsDummy, cellsControl } = uplink.status().wire
+    return cellsData + cellsDummy + cellsControl
+  }
+  const before = await nextReport()
+  await nextReport()
+  const sent = (await nextReport()) - before
+  // One cell every 100 ms whatever waits: about 20 in 2 s, never a burst to drain the backlog.
+  expect(sent).toBeGreaterThanOrEqual(16)
+  expect(sent).toBeLessThanOrEqual(24)
+})
+
+test('a schedule the shaper refuses is refused when the uplink is made', async () => {
+  await sodiumReady()
+  expect(() =>
+    createUplink({
+      source: memorySource(),
+      cloud: { host: '127.0.0.1', port: 1, publicKey: generateKeyPair().publicKey },
+      identity: generateKeyPair(),
+      schedule: { mode: 'tiered', epochMs: 300, tiers: [1, 4], dwellMs: 1000 },
+    }),
+  ).toThrow(/dwellMs is not a multiple of epochMs/)
+})
