@@ -269,6 +269,8 @@ port.on('message', (command: UplinkCommand) => {
       return
     }
   }
+  // Only the `off` schedule listens: it sends when data waits, which is why it hides nothing.
+  link.shaper?.kick()
 })
 
 setInterval(() => post({ type: 'stats', stats: { ...stats } }), 1000).unref()

@@ -2,6 +2,7 @@ import { createServer } from 'node:net'
 import { afterEach, expect, test } from 'vitest'
 import {
   type CloudStore,
+  createPostgresCloudStore,
   createReceiver,
   createSqliteCloudStore,
   createUplink,
@@ -14,6 +15,8 @@ import {
   type UplinkRecord,
 } from '../../sync/index.ts'
 import { generateKeyPair, type KeyPair, sodiumReady } from '../../sync/noise-ik.ts'
+import { startPostgres } from '../helpers/postgres.ts'
+import { startTcpProxy } from '../helpers/tcp-proxy.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 const cleanups: Array<() => Promise<void> | void> = []
@@ -184,3 +187,68 @@ test('a schedule the shaper refuses is refused when the uplink is made', async (
     }),
   ).toThrow(/dwellMs is not a multiple of epochMs/)
 })
+
+test('with the shaper off, cells go only when records wait: no cover cells', async () => {
+  const keys = await cloud()
+  const source = memorySource()
+  const uplink = uplinkTo(keys.receiver.port, keys, source, { schedule: { mode: 'off' } })
+  await until(() => uplink.status().state === 'connected', 'the session')
+  source.add(30)
+  uplink.poke()
+  await until(() => source.records.size === 0, 'delivery')
+  const last = uplink.status().wire
+  await until(() => uplink.status().wire !== last, 'a report of the counters', 3000)
+  expect(uplink.status().wire).toMatchObject({ cellsDummy: 0 })
+  expect(uplink.status().wire.cellsData).toBeGreaterThan(0)
+})
+
+test('receivers sharing one PostgreSQL store each record once while the gateway moves between them', async () => {
+  await using postgres = await startPostgres()
+  await sodiumReady()
+  const identity = generateKeyPair()
+  const gateway = generateKeyPair()
+  // Two receivers, as behind a load balancer: one store each, one database.
+  const stores = [
+    await createPostgresCloudStore({ url: postgres.url }),
+    await createPostgresCloudStore({ url: postgres.url }),
+  ]
+  await (stores[0] as CloudStore).addGateway('gw', encodeKey(gateway.publicKey))
+  const receivers = await Promise.all(
+    stores.map((store) =>
+      createReceiver({
+        store,
+        identity,
+        port: 0,
+        cellBytes: 512,
+        schedule: { mode: 'clock', intervalMs: 10, poisson: false },
+      }),
+    ),
+  )
+  cleanups.push(async () => {
+    for (const receiver of receivers) await receiver.close()
+    for (const store of stores) await store.close()
+  })
+  const proxy = await startTcpProxy((receivers[0] as Receiver).port)
+  cleanups.push(() => proxy.close())
+  const source = memorySource()
+  const uplink = uplinkTo(proxy.port, { identity, gateway }, source)
+  await until(() => uplink.status().state === 'connected', 'the first session')
+  for (let round = 0; round < 6; round++) {
+    source.add(40)
+    uplink.poke()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    // Every other round the link drops mid-stream and comes back to the other receiver.
+    if (round % 2 === 1) {
+      const sessions = uplink.status().sessions
+      proxy.retarget((receivers[(round + 1) % 2] as Receiver).port)
+      proxy.cut()
+      proxy.restore()
+      await until(() => uplink.status().sessions > sessions, 'a session with the other receiver')
+    }
+  }
+  await until(() => source.records.size === 0, 'delivery through both receivers', 20_000)
+  expect(uplink.status().sessions).toBe(4)
+  expect(await (stores[1] as CloudStore).count({ gateway: 'gw' })).toBe(240)
+  const seqs = (await (stores[0] as CloudStore).records({ gateway: 'gw', limit: 1000 })).map((r) => r.seq)
+  expect(seqs.sort((a, b) => a - b)).toEqual(Array.from({ length: 240 }, (_, i) => i + 1))
+}, 60_000)
