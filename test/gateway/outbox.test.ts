@@ -161,6 +161,25 @@ describe('createOutbox() sealing', () => {
     )
   })
 
+  test("listAll() gives every tenant's records in seq order, an unreadable one as its error in its place", async () => {
+    using t = await setup()
+    const first = t.outbox.append('acme', quotas(), [row(10, 'a'), row(10, 'b')]).seqs
+    const second = t.outbox.append('other', quotas(), [row(10, 'c')]).seqs
+    const third = t.outbox.append('acme', quotas(), [row(10, 'd')]).seqs
+    t.db.prepare('UPDATE outbox SET sealed = ? WHERE seq = ?').run(Buffer.alloc(10), first[1])
+    const all = t.outbox.listAll(0, 10)
+    expect(all.map((entry) => entry.seq)).toEqual([first[0], first[1], second[0], third[0]])
+    expect(all.map((entry) => (entry instanceof OutboxSealError ? 'sealed' : entry.tenantId))).toEqual([
+      'acme',
+      'sealed',
+      'other',
+      'acme',
+    ])
+    expect(all[1]).toMatchObject({ tenantId: 'acme', seq: first[1] })
+    expect(t.outbox.listAll(second[0] as number, 10).map((entry) => entry.seq)).toEqual([third[0]])
+    expect(t.outbox.listAll(0, 2)).toHaveLength(2)
+  })
+
   test('list() refuses a truncated blob with a clear error', async () => {
     using t = await setup()
     const { seqs } = t.outbox.append('acme', quotas(), [row(40, 'a')])
