@@ -58,6 +58,9 @@ export async function startUplink(options: {
     uplink = createUplink({
       source: {
         read(afterSeq, limit) {
+          // A session reads from the start: tenants of records dropped from the outbox while in
+          // flight (TTL, quota) are forgotten here.
+          if (afterSeq === 0) tenants.clear()
           const records: UplinkRecord[] = []
           for (const row of outbox.listAll(afterSeq, limit)) {
             if (row instanceof OutboxSealError) {

@@ -97,6 +97,8 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
     sockets.add(socket)
     socket.setNoDelay(true)
     socket.setTimeout(handshakeTimeoutMs)
+    // The whole handshake has a deadline, not only each pause in it: a peer trickling bytes is cut.
+    const handshakeDeadline = setTimeout(() => fail('the handshake took too long', true), handshakeTimeoutMs)
     const reader = createUnitReader(cellBytes)
     const responder = createResponder({ staticKeyPair: options.identity, prologue })
     let phase: 'hello' | 'header' | 'open' | 'closed' = 'hello'
@@ -137,6 +139,7 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
     }
 
     const opened = (): void => {
+      clearTimeout(handshakeDeadline)
       phase = 'open'
       socket.setTimeout(idleTimeoutMs)
       report({ type: 'session', gateway: gateway as string, remote })
@@ -224,6 +227,7 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
     socket.on('error', () => {})
     socket.on('close', () => {
       sockets.delete(socket)
+      clearTimeout(handshakeDeadline)
       if (phase !== 'closed') {
         const partial = reader.pendingBytes > 0 ? ` with ${reader.pendingBytes} bytes of a unit` : ''
         report({ type: 'closed', gateway, remote, reason: `the connection closed${partial}` })
