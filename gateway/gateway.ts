@@ -137,11 +137,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const publishIds = createPublishIds(store.db)
     const stateStore = createStateStore(store.db)
     const outboxMetrics = createOutboxMetrics(metrics.registry)
+    let uplink: Uplink | undefined
     const outbox = await createOutbox({
       db: store.db,
       key: loadOutboxKey(dataDir),
       quotasOf: (tenantId) => quotasOf(tenantId),
       metrics: outboxMetrics,
+      onAppend: () => uplink?.poke(),
     })
     opened.push(() => outbox.close())
     // Records past their TTL go once a minute, in bounded transactions, one per event-loop turn.
@@ -155,7 +157,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const sweeper = setInterval(sweep, OUTBOX_SWEEP_INTERVAL_MS)
     sweeper.unref()
     opened.push(() => clearInterval(sweeper))
-    const uplink = await startUplink({ config, dataDir, outbox, registry: metrics.registry, logger })
+    uplink = await startUplink({ config, dataDir, outbox, registry: metrics.registry, logger })
     if (uplink !== undefined) opened.push(() => uplink.close())
     const broker = await createBroker({
       store,

@@ -90,6 +90,11 @@ export interface OutboxOptions {
   now?: () => number
   /** Audit rows kept per tenant (default {@link OUTBOX_AUDIT_RECORDS}). */
   auditRecords?: number
+  /**
+   * Told that records were appended (the uplink reads them at once). Called in a microtask, so
+   * after the caller's transaction has committed or rolled back: never with rows still uncommitted.
+   */
+  onAppend?: () => void
 }
 
 /**
@@ -537,6 +542,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     }
   })
 
+  let appendNoticed = false
   const recordOf = (row: RecordRow): OutboxRecord => ({
     seq: row.seq,
     tenantId: row.tenant_id,
@@ -560,7 +566,15 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     append(tenantId, quotas, rows) {
       requireOpen()
       if (rows.length === 0) return { seqs: [], bytes: 0, droppedRecords: 0, droppedBytes: 0 }
-      return append(tenantId, quotas, rows)
+      const result = append(tenantId, quotas, rows)
+      if (options.onAppend !== undefined && !appendNoticed) {
+        appendNoticed = true
+        queueMicrotask(() => {
+          appendNoticed = false
+          options.onAppend?.()
+        })
+      }
+      return result
     },
     list(tenantId, afterSeq, limit) {
       requireOpen()

@@ -4,7 +4,7 @@
 import { randomInt } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import { parentPort, workerData } from 'node:worker_threads'
-import { CELL_TYPES, createRecordPacker, decodeAcks } from './cell-codec.ts'
+import { CELL_HEADER_BYTES, CELL_TYPES, createRecordPacker, decodeAcks } from './cell-codec.ts'
 import { type CellSession, createCellSession } from './cell-session.ts'
 import { createInitiator, sodiumReady } from './noise-ik.ts'
 import { createShaper, type ShaperClock } from './shaper.ts'
@@ -154,9 +154,10 @@ function established(link: Link): void {
   post({ type: 'connected', session: link.session })
 }
 
+/** Cells the queued records fill: each DATA cell carries its plaintext less the cell header. */
 function backlogCells(link: Link): number {
-  const plaintext = link.cells?.plaintextBytes ?? cellBytes
-  return Math.ceil((link.packer?.queuedBytes ?? 0) / plaintext)
+  const carried = (link.cells?.plaintextBytes ?? cellBytes) - CELL_HEADER_BYTES
+  return Math.ceil((link.packer?.queuedBytes ?? 0) / carried)
 }
 
 /** A slot of `count` cells: each is the rekey, the close, records, or a dummy; all sealed alike. */

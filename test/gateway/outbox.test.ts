@@ -180,6 +180,29 @@ describe('createOutbox() sealing', () => {
     expect(t.outbox.listAll(0, 2)).toHaveLength(2)
   })
 
+  test('onAppend is told once per turn, after the transaction that appended has committed', async () => {
+    const seen: number[] = []
+    let db: Store['db'] | undefined
+    using t = await setup({
+      onAppend: () => seen.push((db?.prepare('SELECT COUNT(*) FROM outbox').pluck().get() as number) ?? -1),
+    })
+    db = t.db
+    t.db.transaction(() => {
+      t.outbox.append('acme', quotas(), [row(10, 'a')])
+      t.outbox.append('other', quotas(), [row(10, 'b')])
+    })()
+    // A rolled back append tells too, and the reader finds nothing new.
+    try {
+      t.db.transaction(() => {
+        t.outbox.append('acme', quotas(), [row(10, 'c')])
+        throw new Error('roll back')
+      })()
+    } catch {}
+    expect(seen).toEqual([])
+    await Promise.resolve()
+    expect(seen).toEqual([2])
+  })
+
   test('list() refuses a truncated blob with a clear error', async () => {
     using t = await setup()
     const { seqs } = t.outbox.append('acme', quotas(), [row(40, 'a')])
