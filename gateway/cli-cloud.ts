@@ -15,8 +15,10 @@ const dataDirOf = (flags: { data?: string }, fallback: string): string =>
   resolve(flags.data ?? process.env.TAUREAU_DATA ?? fallback)
 
 /** The receiver's store: PostgreSQL when `--store` is a postgres URL, else SQLite in the data dir. */
-async function openCloudStore(flags: CloudFlags) {
-  const { createPostgresCloudStore, createSqliteCloudStore } = await import('../sync/index.ts')
+async function openCloudStore(flags: CloudFlags, serving = false) {
+  const { createPostgresCloudStore, createSqliteCloudStore, createThreadedSqliteCloudStore } = await import(
+    '../sync/index.ts'
+  )
   const url = flags.store ?? process.env.TAUREAU_CLOUD_STORE
   if (url !== undefined && /^postgres(ql)?:\/\//.test(url)) return createPostgresCloudStore({ url })
   if (url !== undefined) {
@@ -26,7 +28,9 @@ async function openCloudStore(flags: CloudFlags) {
   }
   const dir = dataDirOf(flags, DEFAULT_CLOUD_DATA)
   mkdirSync(dir, { recursive: true, mode: 0o700 })
-  return createSqliteCloudStore({ file: join(dir, CLOUD_STORE_FILE) })
+  const file = join(dir, CLOUD_STORE_FILE)
+  // The receiver keeps SQLite's fsyncs off its own thread, where they would delay its cells.
+  return serving ? createThreadedSqliteCloudStore({ file }) : createSqliteCloudStore({ file })
 }
 
 const intArg =
@@ -97,7 +101,7 @@ export function addCloudCommands(program: Command): void {
         const dir = dataDirOf(flags, DEFAULT_CLOUD_DATA)
         mkdirSync(dir, { recursive: true, mode: 0o700 })
         const identity = await loadIdentity(dir)
-        const store = await openCloudStore(flags)
+        const store = await openCloudStore(flags, true)
         const log = (line: Record<string, unknown>) =>
           console.log(JSON.stringify({ time: Date.now(), ...line }))
         const receiver = await createReceiver({

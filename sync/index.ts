@@ -8,6 +8,7 @@ export type {
 } from './cloud-store.ts'
 export { createPostgresCloudStore } from './cloud-store-postgres.ts'
 export { createSqliteCloudStore } from './cloud-store-sqlite.ts'
+export { createThreadedSqliteCloudStore } from './cloud-store-thread.ts'
 export { SYNC_ERROR_CODES, SyncError, type SyncErrorCode } from './errors.ts'
 export {
   createSecretFile,

@@ -2,9 +2,6 @@ import type { ShaperMode } from './shaper.ts'
 
 /** What the uplink's main side starts its worker with. */
 export interface UplinkWorkerData {
-  /** URL of uplink-worker.ts and of tsx's API, which the worker registers before it loads it. */
-  main: string
-  tsx: string
   host: string
   port: number
   /** The cloud receiver's static public key (pinned). */

@@ -25,7 +25,7 @@ import {
   secureRandom,
 } from './wire.ts'
 
-const data = workerData as UplinkWorkerData
+const data = (workerData as { data: UplinkWorkerData }).data
 const port = parentPort
 if (port === null) throw new Error('Cannot run the uplink worker outside a worker thread')
 const cellBytes = checkCellBytes(data.cellBytes)

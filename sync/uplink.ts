@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { _startWorker } from './_worker.ts'
 import type { KeyPair } from './noise-ik.ts'
 import { createShaper, type ShaperMode } from './shaper.ts'
 import {
@@ -85,13 +86,6 @@ const RECORD_HEADER_BYTES = 12
 const READ_BATCH = 256
 
 const WORKER_URL = new URL('./uplink-worker.ts', import.meta.url)
-const WORKER_BOOTSTRAP = `
-const { workerData } = require('node:worker_threads')
-import(workerData.tsx)
-  .then((tsx) => tsx.register())
-  .then(() => import(workerData.main))
-`
-const TSX_API_URL = import.meta.resolve('tsx/esm/api')
 
 /**
  * The gateway's side of the private uplink. Records are read from the source in seq order and
@@ -105,8 +99,6 @@ export function createUplink(options: UplinkOptions): Uplink {
   const windowBytes = options.windowBytes ?? 1024 * 1024
   const { source } = options
   const data: UplinkWorkerData = {
-    main: WORKER_URL.href,
-    tsx: TSX_API_URL,
     host: options.cloud.host,
     port: options.cloud.port,
     cloudKey: options.cloud.publicKey,
@@ -242,7 +234,7 @@ export function createUplink(options: UplinkOptions): Uplink {
   }
   /** Starts the worker; one that dies is replaced a second later (the outbox keeps what it had). */
   const startWorker = (): void => {
-    worker = new Worker(WORKER_BOOTSTRAP, { eval: true, workerData: data })
+    worker = _startWorker(WORKER_URL, data)
     const own = worker
     own.on('message', (event: UplinkEvent) => {
       if (worker === own) onMessage(event)
