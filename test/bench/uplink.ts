@@ -1126,7 +1126,7 @@ async function main() {
     out('')
     out(
       `Delivery latency, device publish to stored in the cloud store (pooled over rounds); / ${peer}: ratio to the floor. ` +
-        'Records also wait for the uplink to read the outbox (every 200 ms, and after each ack).',
+        'The uplink reads each record as soon as the commit that wrote it is done.',
     )
     out('')
     out(`| mode | settings | p50 ms | p99 ms | max ms | samples | p50 / ${peer} | p99 / ${peer} |`)
