@@ -30,7 +30,15 @@ async function openCloudStore(flags: CloudFlags, serving = false) {
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const file = join(dir, CLOUD_STORE_FILE)
   // The receiver keeps SQLite's fsyncs off its own thread, where they would delay its cells.
-  return serving ? createThreadedSqliteCloudStore({ file }) : createSqliteCloudStore({ file })
+  if (!serving) return createSqliteCloudStore({ file })
+  return createThreadedSqliteCloudStore({
+    file,
+    // Without its store the receiver would refuse every gateway: better to stop and be restarted.
+    onFailure(error) {
+      console.error(`taureau: the store failed, stopping: ${error.message}`)
+      process.exit(1)
+    },
+  })
 }
 
 const intArg =
@@ -89,8 +97,12 @@ export function addCloudCommands(program: Command): void {
     )
     .option(
       '--ack-interval-ms <ms>',
-      'one cell back to each gateway per interval (acks or cover)',
-      intArg('interval', 1),
+      'one cell back to each gateway per interval, acks or cover (1-10000; gateways drop a receiver silent for 60 s)',
+      (value: string) => {
+        const ms = intArg('interval', 1)(value)
+        if (ms > 10_000) throw new InvalidArgumentError('must be at most 10000')
+        return ms
+      },
       250,
     )
     .action(

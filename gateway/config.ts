@@ -294,32 +294,32 @@ export const configSchema = z
             z
               .object({
                 mode: z.literal('epoch'),
-                epochMs: z.number().int().min(10).max(3_600_000).default(1000),
+                epochMs: z.number().int().min(10).max(60_000).default(1000),
                 cellsPerEpoch: z.number().int().min(1).max(10_000).default(8),
               })
               .strict(),
             z
               .object({
                 mode: z.literal('clock'),
-                intervalMs: z.number().min(1).max(3_600_000).default(125),
+                intervalMs: z.number().min(1).max(60_000).default(125),
                 poisson: z.boolean().default(false),
               })
               .strict(),
             z
               .object({
                 mode: z.literal('tiered'),
-                epochMs: z.number().int().min(10).max(3_600_000).default(1000),
+                epochMs: z.number().int().min(10).max(60_000).default(1000),
                 tiers: z.array(z.number().int().min(1).max(10_000)).min(1).max(8).default([2, 8, 32]),
-                dwellMs: z.number().int().min(1000).default(600_000),
+                dwellMs: z.number().int().min(1000).max(86_400_000).default(600_000),
               })
               .strict(),
             z.object({ mode: z.literal('off') }).strict(),
           ])
           .default({ mode: 'epoch', epochMs: 1000, cellsPerEpoch: 8 }),
         /** Secretstream rekey period. */
-        rekeyMs: z.number().int().min(1000).default(60_000),
+        rekeyMs: z.number().int().min(1000).max(86_400_000).default(60_000),
         /** A full new handshake after this, give or take 20%. */
-        sessionMs: z.number().int().min(10_000).default(3_600_000),
+        sessionMs: z.number().int().min(10_000).max(86_400_000).default(3_600_000),
         /** Bytes of records sent and not yet acknowledged. */
         windowBytes: z
           .number()
@@ -328,10 +328,10 @@ export const configSchema = z
           .max(64 * 1024 * 1024)
           .default(1024 * 1024),
         /** Reconnect backoff bounds, in ms (full jitter, doubling). */
-        backoffMinMs: z.number().int().min(10).default(500),
-        backoffMaxMs: z.number().int().min(10).default(60_000),
+        backoffMinMs: z.number().int().min(10).max(3_600_000).default(500),
+        backoffMaxMs: z.number().int().min(10).max(3_600_000).default(60_000),
         /** Cells of records waiting in the shaper past which `taureau_uplink_backlog_alarm` is raised. */
-        alarmCells: z.number().int().min(1).default(1024),
+        alarmCells: z.number().int().min(1).default(512),
       })
       .strict()
       .prefault({}),

@@ -7,6 +7,7 @@ import {
   loadIdentity,
   type Uplink,
   type UplinkRecord,
+  unsendable,
 } from '../sync/index.ts'
 import type { GatewayConfig } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError } from './errors.ts'
@@ -48,7 +49,7 @@ export async function startUplink(options: {
   const identity = await loadIdentity(options.dataDir)
   const unreadable = new Counter({
     name: 'taureau_uplink_unreadable_records_total',
-    help: 'Outbox records that could not be opened (corrupt, or sealed with another key) and were removed instead of sent',
+    help: 'Outbox records removed instead of sent: they could not be opened (corrupt, or sealed with another key), or the cloud would refuse them (a stream name or size past its bounds)',
     registers: [options.registry],
   })
   // The tenant of each record handed to the uplink: the outbox removes records per tenant.
@@ -69,17 +70,27 @@ export async function startUplink(options: {
               unreadable.inc()
               continue
             }
+            const content = {
+              tenant: row.tenantId,
+              function: row.function,
+              stream: row.stream,
+              createdAt: row.createdAt,
+              record: row.record,
+            }
+            const body = encodeRecordContent(content)
+            const why = unsendable(content, body)
+            if (why !== undefined) {
+              // Sent, it would close every session at this record and hold up all that follow.
+              logger.error(
+                { tenant: row.tenantId, function: row.function, seq: row.seq, why },
+                'an outbox record cannot be sent to the cloud; it is removed',
+              )
+              outbox.remove(row.tenantId, { seqs: [row.seq] })
+              unreadable.inc()
+              continue
+            }
             tenants.set(row.seq, row.tenantId)
-            records.push({
-              seq: row.seq,
-              body: encodeRecordContent({
-                tenant: row.tenantId,
-                function: row.function,
-                stream: row.stream,
-                createdAt: row.createdAt,
-                record: row.record,
-              }),
-            })
+            records.push({ seq: row.seq, body })
           }
           return records
         },

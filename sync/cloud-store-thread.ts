@@ -21,12 +21,19 @@ const WORKER_URL = new URL('./cloud-store-thread-worker.ts', import.meta.url)
  * uploaded: an observer could see uploads in the receiver's timing. Here they block the worker
  * only. The calls and their errors are those of `createSqliteCloudStore`.
  */
-export async function createThreadedSqliteCloudStore(options: { file: string }): Promise<CloudStore> {
+export async function createThreadedSqliteCloudStore(options: {
+  file: string
+  /** Told once if the worker dies while the store is open: every later call fails. */
+  onFailure?: (error: Error) => void
+}): Promise<CloudStore> {
   const worker: Worker = _startWorker(WORKER_URL, { file: options.file })
   const pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>()
   let nextId = 1
   let failure: Error | undefined
+  let open = false
+  let closing = false
   const failAll = (error: Error): void => {
+    if (failure === undefined && open && !closing) options.onFailure?.(error)
     failure ??= error
     for (const { reject } of pending.values()) reject(error)
     pending.clear()
@@ -67,6 +74,7 @@ export async function createThreadedSqliteCloudStore(options: { file: string }):
     throw error
   })
 
+  open = true
   const call = (method: _StoreCall['method'], ...args: unknown[]): Promise<never> =>
     new Promise((resolve, reject) => {
       if (failure !== undefined) {
@@ -89,6 +97,7 @@ export async function createThreadedSqliteCloudStore(options: { file: string }):
     count: (...args) => call('count', ...args),
     close() {
       closed ??= (async () => {
+        closing = true
         if (failure === undefined) await call('close')
         await worker.terminate()
       })()

@@ -37,5 +37,5 @@ export {
   type UplinkSource,
   type UplinkStatus,
 } from './uplink.ts'
-export { encodeRecordContent, type UplinkRecordContent } from './uplink-record.ts'
+export { encodeRecordContent, type UplinkRecordContent, unsendable } from './uplink-record.ts'
 export { CELL_SIZES, DEFAULT_CELL_BYTES } from './wire.ts'

@@ -6,7 +6,7 @@ import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
 import { encodeKey } from './identity.ts'
 import { createResponder, type KeyPair, sodiumReady } from './noise-ik.ts'
 import { createShaper, type ShaperClock, type ShaperMode } from './shaper.ts'
-import { decodeRecordContent } from './uplink-record.ts'
+import { decodeRecordContent, MAX_RECORD_CONTENT_BYTES } from './uplink-record.ts'
 import {
   checkCellBytes,
   createUnitReader,
@@ -28,12 +28,19 @@ export interface ReceiverOptions {
   /** When cells go back to a gateway (acks or dummies); default one every 250 ms. */
   schedule?: ShaperMode
   handshakeTimeoutMs?: number
-  /** A session that sends nothing for this long is closed (default 60 s). */
+  /** A session that sends nothing for this long is closed (default 5 min; gateways send at least once a minute). */
   idleTimeoutMs?: number
   /** Largest record accepted (default 1 MiB). */
   maxRecordBytes?: number
   /** Connections at once (default 1000); more are closed at once. */
   maxConnections?: number
+  /**
+   * Connections still in their handshake at once (default 64): a peer that opens connections and
+   * sends nothing cannot take every slot from the gateways.
+   */
+  maxHandshakes?: number
+  /** The RATCHET cell (secretstream rekey) of the receiver's stream goes after each period (default 60 s). */
+  rekeyMs?: number
   onEvent?: (event: ReceiverEvent) => void
   clock?: { now(): number }
 }
@@ -50,6 +57,13 @@ export interface Receiver {
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
+
+/** Units read and not yet handled per connection before the socket is paused. */
+const MAX_UNHANDLED_UNITS = 256
+/** Sealed cells the socket may hold unsent: past it the gateway is not reading. */
+const MAX_UNSENT_CELLS = 256
+/** Records stored and waiting for their ack cell, per connection. */
+const MAX_ACKABLE = 1 << 16
 
 export const DEFAULT_RECEIVER_SCHEDULE: ShaperMode = { mode: 'clock', intervalMs: 250, poisson: false }
 
@@ -74,10 +88,13 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
   const { store } = options
   const now = options.clock?.now ?? Date.now
   const schedule = options.schedule ?? DEFAULT_RECEIVER_SCHEDULE
-  const maxRecordBytes = options.maxRecordBytes ?? 1024 * 1024
+  const maxRecordBytes = options.maxRecordBytes ?? MAX_RECORD_CONTENT_BYTES
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
-  const idleTimeoutMs = options.idleTimeoutMs ?? 60_000
+  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000
   const maxConnections = options.maxConnections ?? 1000
+  const maxHandshakes = options.maxHandshakes ?? 64
+  const rekeyMs = options.rekeyMs ?? 60_000
+  let handshaking = 0
   const sockets = new Set<Socket>()
   const report = (event: ReceiverEvent): void => {
     try {
@@ -89,16 +106,31 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
 
   const serve = (socket: Socket): void => {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`
-    if (sockets.size >= maxConnections) {
+    if (sockets.size >= maxConnections || handshaking >= maxHandshakes) {
       socket.destroy()
-      report({ type: 'refused', remote, reason: 'too many connections' })
+      report({
+        type: 'refused',
+        remote,
+        reason: sockets.size >= maxConnections ? 'too many connections' : 'too many handshakes at once',
+      })
       return
     }
     sockets.add(socket)
+    handshaking++
+    let counted = true
+    const handshakeDone = (): void => {
+      if (counted) handshaking--
+      counted = false
+      clearTimeout(handshakeDeadline)
+    }
     socket.setNoDelay(true)
-    socket.setTimeout(handshakeTimeoutMs)
     // The whole handshake has a deadline, not only each pause in it: a peer trickling bytes is cut.
     const handshakeDeadline = setTimeout(() => fail('the handshake took too long', true), handshakeTimeoutMs)
+    /** When the gateway last sent a unit: it sends one every slot, so a long silence is a dead link. */
+    let lastHeardAt = performance.now()
+    /** Units read and not yet handled; past a bound the socket is paused. */
+    let unhandled = 0
+    let rekeyAt = performance.now() + rekeyMs
     const reader = createUnitReader(cellBytes)
     const responder = createResponder({ staticKeyPair: options.identity, prologue })
     let phase: 'hello' | 'header' | 'open' | 'closed' = 'hello'
@@ -139,9 +171,8 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
     }
 
     const opened = (): void => {
-      clearTimeout(handshakeDeadline)
+      handshakeDone()
       phase = 'open'
-      socket.setTimeout(idleTimeoutMs)
       report({ type: 'session', gateway: gateway as string, remote })
       shaper = createShaper({
         schedule,
@@ -149,8 +180,29 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
         random: secureRandom,
         send: (count) => {
           if (phase !== 'open' || cells === undefined) return
+          // Checked at each slot, whatever happens: a gateway gone quiet, or one that does not read.
+          if (performance.now() - lastHeardAt > idleTimeoutMs) {
+            report({
+              type: 'closed',
+              gateway,
+              remote,
+              reason: `the gateway sent nothing for ${idleTimeoutMs} ms`,
+            })
+            fail('quiet')
+            return
+          }
+          if (socket.writableLength > MAX_UNSENT_CELLS * cellBytes) {
+            report({ type: 'closed', gateway, remote, reason: 'the gateway does not read its cells' })
+            fail('not reading')
+            return
+          }
           const units: Uint8Array[] = []
           for (let i = 0; i < count; i++) {
+            if (performance.now() >= rekeyAt) {
+              units.push(cells.seal(CELL_TYPES.RATCHET, new Uint8Array(0), { rekey: true }))
+              rekeyAt = performance.now() + rekeyMs
+              continue
+            }
             if (ackable.length === 0) {
               units.push(cells.seal(CELL_TYPES.DUMMY, new Uint8Array(0)))
               continue
@@ -180,12 +232,18 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
               function: content.function,
               stream: content.stream,
               createdAt: content.createdAt,
-              body: JSON.stringify(content.record),
+              body: JSON.stringify(content.record ?? null),
             }
           })
           const result = await store.storeRecords(gateway as string, incoming, now())
           report({ type: 'stored', gateway: gateway as string, ...result })
           for (const record of incoming) ackable.push(record.seq)
+          // A gateway keeps at most its window in flight; this many waiting means it is not one.
+          if (ackable.length > MAX_ACKABLE)
+            throw new SyncError(
+              SYNC_ERROR_CODES.badRecord,
+              'too many records waiting for their acknowledgement',
+            )
           return
         }
         case CELL_TYPES.DUMMY:
@@ -221,13 +279,23 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
     }
 
     socket.on('data', (chunk: Buffer) => {
-      for (const unit of reader.push(chunk)) queue = queue.then(() => handle(unit))
+      lastHeardAt = performance.now()
+      for (const unit of reader.push(chunk)) {
+        unhandled++
+        queue = queue
+          .then(() => handle(unit))
+          .finally(() => {
+            unhandled--
+            if (unhandled < MAX_UNHANDLED_UNITS / 2 && socket.isPaused()) socket.resume()
+          })
+      }
+      // The store is slower than the gateway: stop reading until it caught up (TCP holds the rest).
+      if (unhandled >= MAX_UNHANDLED_UNITS) socket.pause()
     })
-    socket.on('timeout', () => fail('the peer went quiet'))
     socket.on('error', () => {})
     socket.on('close', () => {
       sockets.delete(socket)
-      clearTimeout(handshakeDeadline)
+      handshakeDone()
       if (phase !== 'closed') {
         const partial = reader.pendingBytes > 0 ? ` with ${reader.pendingBytes} bytes of a unit` : ''
         report({ type: 'closed', gateway, remote, reason: `the connection closed${partial}` })

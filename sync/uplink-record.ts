@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { MAX_RECORD_BODY_BYTES, MAX_RECORD_NAME_CHARS } from './cloud-store.ts'
 import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
 
 /** What a record carries to the cloud, besides its sequence number. */
@@ -11,7 +12,14 @@ export interface UplinkRecordContent {
   record: unknown
 }
 
-const NAME = z.string().min(1).max(256)
+// The cloud store's rules (cloud-store.ts): 1 to 256 characters, no control characters.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/
+const NAME = z
+  .string()
+  .min(1)
+  .max(MAX_RECORD_NAME_CHARS)
+  .refine((name) => !CONTROL_CHARACTERS.test(name), 'has a control character')
 const CONTENT = z.strictObject({
   tenant: NAME,
   function: NAME,
@@ -20,9 +28,31 @@ const CONTENT = z.strictObject({
   record: z.unknown(),
 })
 
+/** Largest encoded record the receiver takes (its `maxRecordBytes` default): the body plus the envelope. */
+export const MAX_RECORD_CONTENT_BYTES = MAX_RECORD_BODY_BYTES + 4096
+
 /** The bytes of a record in the cell stream: its content as JSON. */
 export function encodeRecordContent(content: UplinkRecordContent): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(content))
+}
+
+/**
+ * Why the receiver would refuse this record, or undefined when it takes it. The gateway checks
+ * before sending: a record the cloud refuses would close every session at the same place, and
+ * no record after it would ever be delivered.
+ */
+export function unsendable(content: UplinkRecordContent, encoded: Uint8Array): string | undefined {
+  const parsed = CONTENT.safeParse(content)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    return `its ${issue?.path.join('.') || 'content'} ${issue?.message ?? 'is malformed'}`
+  }
+  if (encoded.length > MAX_RECORD_CONTENT_BYTES)
+    return `it is ${encoded.length} bytes, more than ${MAX_RECORD_CONTENT_BYTES}`
+  const body = JSON.stringify(content.record ?? null)
+  if (Buffer.byteLength(body) > MAX_RECORD_BODY_BYTES)
+    return `its record is more than ${MAX_RECORD_BODY_BYTES} bytes`
+  return undefined
 }
 
 /** Reads a record's content; throws `bad_record` when it is not what a gateway sends. */

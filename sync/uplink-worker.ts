@@ -33,6 +33,11 @@ const prologue = prologueOf(cellBytes)
 const stamp = createHandshakeClock()
 /** Sealed cells the socket may hold unsent before slots are skipped. */
 const MAX_UNSENT_CELLS = 64
+/**
+ * A receiver sends a cell at least every 10 s (its ack interval is at most that): a link silent
+ * for this long is dead, even if TCP has not noticed (a half-open connection behind NAT).
+ */
+const RECEIVER_SILENCE_MS = 60_000
 
 const post = (event: UplinkEvent): void => port.postMessage(event)
 const stats: UplinkWireStats = emptyWireStats()
@@ -59,6 +64,7 @@ interface Link {
   shaper: ReturnType<typeof createShaper> | undefined
   timers: NodeJS.Timeout[]
   rekeyDue: boolean
+  lastHeardAt: number
   /** Set when the session is to end: the next slot carries CLOSE. */
   ending: boolean
   open: boolean
@@ -77,6 +83,7 @@ function start(): void {
     shaper: undefined,
     timers: [],
     rekeyDue: false,
+    lastHeardAt: performance.now(),
     ending: false,
     open: false,
   }
@@ -97,6 +104,7 @@ function start(): void {
     socket.write(initiator.writeMessage1(encodeMessage1Payload(stamp(), cellBytes)))
   })
   socket.on('data', (chunk: Buffer) => {
+    link.lastHeardAt = performance.now()
     try {
       for (const unit of reader.push(chunk)) {
         if (phase === 'reply') {
@@ -164,6 +172,10 @@ function backlogCells(link: Link): number {
 function sendSlot(link: Link, count: number): void {
   const { socket, cells, packer } = link
   if (!link.open || cells === undefined || packer === undefined) return
+  if (performance.now() - link.lastHeardAt > RECEIVER_SILENCE_MS) {
+    socket.destroy(new Error(`the receiver sent nothing for ${RECEIVER_SILENCE_MS} ms`))
+    return
+  }
   if (socket.writableLength > MAX_UNSENT_CELLS * cellBytes) {
     stats.slotsSkipped += count
     return

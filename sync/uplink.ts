@@ -45,7 +45,7 @@ export interface UplinkOptions {
   windowBytes?: number
   /** How often the source is read for new records (default 200 ms); `poke()` reads at once. */
   pollMs?: number
-  /** Cells of records waiting in the worker past which the backlog alarm is raised (default 1024). */
+  /** Cells of records waiting in the worker past which the backlog alarm is raised (default 512). */
   alarmCells?: number
   /** Told of what happens, for the operator's log. */
   onEvent?: (event: UplinkLogEvent) => void
@@ -113,7 +113,7 @@ export function createUplink(options: UplinkOptions): Uplink {
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
     // The worker never holds more than the window; the margin covers record headers.
     maxQueuedBytes: windowBytes + 64 * 1024,
-    alarmCells: options.alarmCells ?? 1024,
+    alarmCells: options.alarmCells ?? 512,
   }
   // A schedule the shaper refuses is the caller's mistake: said here, not in the worker later.
   createShaper({
@@ -204,6 +204,7 @@ export function createUplink(options: UplinkOptions): Uplink {
   const onMessage = (event: UplinkEvent): void => {
     switch (event.type) {
       case 'connected':
+        if (closed !== undefined) return
         state = 'connected'
         session = event.session
         sessions++
@@ -214,7 +215,7 @@ export function createUplink(options: UplinkOptions): Uplink {
         pump()
         return
       case 'disconnected':
-        if (state !== 'closed') state = 'connecting'
+        if (closed === undefined) state = 'connecting'
         report(event)
         return
       case 'acked':
@@ -241,7 +242,8 @@ export function createUplink(options: UplinkOptions): Uplink {
     })
     own.on('error', (error) => report({ type: 'error', error }))
     own.on('exit', () => {
-      if (worker !== own || state === 'closed') return
+      // After close() nothing starts again, whatever the worker said last.
+      if (worker !== own || closed !== undefined) return
       state = 'connecting'
       session = -1
       report({ type: 'error', error: new Error('the uplink worker stopped; it starts again in 1 s') })

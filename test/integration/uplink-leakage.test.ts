@@ -694,6 +694,11 @@ describe('the uplink on loopback does not tell idle from busy ETL', () => {
     // At the strict modes' windows the leak is smaller, but the criterion they pass fails here
     // beyond doubt: accuracy's lower bound, not only its upper, is past 0.6.
     const fine = analyse(runs, WINDOW_MS, JSON.stringify(shaper))
-    expect(fine.logistic.lower).toBeGreaterThan(0.6)
+    // The better of the two classifiers (logistic regression on 100 ms windows has scored as low
+    // as 0.63 on a loaded machine, k-NN 0.82 in the same run), and the KS statistic the strict
+    // modes pass, failed here by a wide margin.
+    expect(Math.max(fine.logistic.lower, fine.knn.lower)).toBeGreaterThan(0.6)
+    const fineBytes = fine.ks.find((c) => c.what === 'window upBytes') as KsComparison
+    expect(fineBytes.minD).toBeGreaterThan(fineBytes.nullD + fineBytes.critical)
   }, 60_000)
 })

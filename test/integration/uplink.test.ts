@@ -10,7 +10,7 @@ import {
   loadIdentity,
   type Receiver,
 } from '../../sync/index.ts'
-import { connect, startGateway, tempDir, until } from '../helpers/gateway.ts'
+import { connect, metricsText, startGateway, tempDir, until } from '../helpers/gateway.ts'
 import { spawnGateway } from '../helpers/gateway-process.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
 
@@ -231,3 +231,37 @@ async function untilAsync(condition: () => Promise<boolean>, what: string, timeo
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }
+
+test('a record the cloud would refuse is removed and counted instead of sent, and the records after it arrive', async () => {
+  const cloud = await startCloud()
+  const gatewayDir = tempDir()
+  await cloud.store.addGateway('site-a', encodeKey((await loadIdentity(gatewayDir)).publicKey))
+  await using gw = await startGateway(
+    {
+      uplink: {
+        cloud: `127.0.0.1:${cloud.receiver.port}`,
+        cloudKey: cloud.key,
+        cellBytes: 512,
+        shaper: { mode: 'clock', intervalMs: 5 },
+      },
+    },
+    gatewayDir,
+  )
+  const secrets = await gw.provision('acme', ['sensor'])
+  await gw.api('POST', '/tenants/acme/functions', {
+    name: 'streams',
+    source:
+      'export default { onMessage(msg, ctx) { ctx.emit({ n: msg.payload.n }, { stream: msg.payload.s }) } }',
+    triggers: [{ topic: 'readings/#' }],
+  })
+  const device = await connect(gw.mqttUrl, { username: 'sensor@acme', password: secrets.sensor as string })
+  const streams = ['ok', 'tab\there', 'x'.repeat(300), 'fine']
+  for (const [n, s] of streams.entries())
+    await device.publishAsync('readings/t1', JSON.stringify({ n, s }), { qos: 1 })
+  await device.endAsync()
+  await until(() => gw.uplink?.status().delivered === 2, 'the good records', 20_000)
+  await until(() => gw.outbox.usage('acme').records === 0, 'an empty outbox', 5000)
+  const records = await cloud.store.records({ gateway: 'site-a' })
+  expect(records.map((r) => r.stream)).toEqual(['ok', 'fine'])
+  expect(await metricsText(gw)).toMatch(/^taureau_uplink_unreadable_records_total 2$/m)
+})

@@ -238,3 +238,40 @@ test('a record that is not what a gateway sends closes the session and its batch
     expect.objectContaining({ type: 'closed', reason: expect.stringMatching(/^bad_record/) }),
   )
 })
+
+test('connections that send nothing take at most the handshake slots; a gateway still gets in once they are cut', async () => {
+  const dir = tempDir()
+  const identity = generateKeyPair()
+  const store = await createSqliteCloudStore({ file: join(dir, 'cloud.db') })
+  const events: ReceiverEvent[] = []
+  const receiver = await createReceiver({
+    store,
+    identity,
+    port: 0,
+    cellBytes: CELL,
+    maxHandshakes: 2,
+    handshakeTimeoutMs: 300,
+    onEvent: (event) => events.push(event),
+  })
+  cleanups.push(async () => {
+    await receiver.close()
+    await store.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const gateway = generateKeyPair()
+  await store.addGateway('site-a', encodeKey(gateway.publicKey))
+  const idle = [open(receiver.port), open(receiver.port)]
+  for (const link of idle) await once(link.socket, 'connect')
+  await until(() => receiver.sessions === 2, 'the idle connections')
+  const third = open(receiver.port)
+  await third.closed
+  expect(events).toContainEqual({
+    type: 'refused',
+    remote: expect.any(String),
+    reason: 'too many handshakes at once',
+  })
+  // The idle ones are cut at the handshake deadline; then a gateway completes its handshake.
+  for (const link of idle) await link.closed
+  const link = await session(receiver.port, gateway, identity.publicKey, NOW_NS)
+  expect(link.bytes()).toBeGreaterThanOrEqual(2 * CELL)
+})

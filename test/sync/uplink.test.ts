@@ -67,6 +67,8 @@ async function cloud(
     port,
     cellBytes: 512,
     schedule: { mode: 'clock', intervalMs: 10, poisson: false },
+    // The receiver's stream rekeys too, many times in every test here.
+    rekeyMs: 100,
   })
   cleanups.push(async () => {
     await receiver.close()
