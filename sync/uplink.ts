@@ -83,6 +83,7 @@ export interface Uplink {
 export const DEFAULT_SCHEDULE: ShaperMode = { mode: 'epoch', epochMs: 1000, cellsPerEpoch: 8 }
 /** Bytes a record takes in the cell stream besides its body: seq (8) and length (4). */
 const RECORD_HEADER_BYTES = 12
+/** Most records read from the source at once; fewer when the window has less room (see pump). */
 const READ_BATCH = 256
 
 const WORKER_URL = new URL('./uplink-worker.ts', import.meta.url)
@@ -132,6 +133,8 @@ export function createUplink(options: UplinkOptions): Uplink {
   let cursor = 0
   const inFlight = new Map<number, number>()
   let inFlightBytes = 0
+  /** Running average of a record's bytes in the cell stream. */
+  let averageBytes = 256
   let delivered = 0
   let lastAckAt: number | null = null
   let alarm = false
@@ -154,12 +157,16 @@ export function createUplink(options: UplinkOptions): Uplink {
     if (state !== 'connected') return
     try {
       while (inFlightBytes < windowBytes) {
-        const records = source.read(cursor, READ_BATCH)
+        // Read about what the window has room for, by the records' average size so far: the source
+        // opens and encodes every record it returns, on the main thread.
+        const room = Math.floor((windowBytes - inFlightBytes) / averageBytes)
+        const records = source.read(cursor, Math.max(1, Math.min(READ_BATCH, room)))
         if (records.length === 0) return
         const batch: UplinkRecord[] = []
         for (const record of records) {
           const bytes = record.body.length + RECORD_HEADER_BYTES
           if (inFlightBytes + bytes > windowBytes && inFlight.size > 0) break
+          averageBytes += (bytes - averageBytes) / 16
           batch.push(record)
           inFlight.set(record.seq, bytes)
           inFlightBytes += bytes
