@@ -685,19 +685,17 @@ describe('the uplink on loopback does not tell idle from busy ETL', () => {
     const runs = await captureMode(shaper, OFF_PHASE_MS)
     expectDataFlowed(runs)
     const coarse = analyse(runs, OFF_WINDOW_MS, JSON.stringify(shaper))
-    // Clearly past chance for both classifiers: the lower bound of accuracy, not a point figure
-    // (usually 0.95–1.00 here; a run with a stall among its 60 windows has scored 0.73).
-    expect(coarse.logistic.lower).toBeGreaterThan(0.6)
-    expect(coarse.knn.lower).toBeGreaterThan(0.6)
-    const upBytes = coarse.ks.find((c) => c.what === 'window upBytes') as KsComparison
-    expect(upBytes.minD).toBeGreaterThan(upBytes.nullD + upBytes.critical)
-    // At the strict modes' windows the leak is smaller, but the criterion they pass fails here
-    // beyond doubt: accuracy's lower bound, not only its upper, is past 0.6.
+    // Clearly past chance: the lower bound of accuracy, not a point figure, of the better
+    // classifier (usually 0.95–1.00 here; a run with a stall among its 60 windows scored 0.75).
+    expect(Math.max(coarse.logistic.lower, coarse.knn.lower)).toBeGreaterThan(0.6)
+    // No KS assertion at 400 ms: with 30 windows a class, its critical value (0.59) plus the null
+    // control's sampling noise can pass 1, which no statistic can exceed. It is asserted below,
+    // at the strict modes' 100 ms windows.
+    // At the strict modes' 100 ms windows, the KS statistic they are held to fails here by a wide
+    // margin (0.72–0.82 against a null control plus critical value near 0.4). The classifiers are
+    // only printed at this size: off sends in bursts, many busy 100 ms windows hold nothing, and
+    // their accuracy has ranged from 0.51 to 0.90 between runs.
     const fine = analyse(runs, WINDOW_MS, JSON.stringify(shaper))
-    // The better of the two classifiers (logistic regression on 100 ms windows has scored as low
-    // as 0.63 on a loaded machine, k-NN 0.82 in the same run), and the KS statistic the strict
-    // modes pass, failed here by a wide margin.
-    expect(Math.max(fine.logistic.lower, fine.knn.lower)).toBeGreaterThan(0.6)
     const fineBytes = fine.ks.find((c) => c.what === 'window upBytes') as KsComparison
     expect(fineBytes.minD).toBeGreaterThan(fineBytes.nullD + fineBytes.critical)
   }, 60_000)
