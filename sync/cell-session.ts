@@ -1,5 +1,5 @@
-import { type CELL_TYPES, decodeCell, encodeCell } from './cell-codec.ts'
-import { createOpener, createSealer, STREAM_OVERHEAD_BYTES } from './secret-stream.ts'
+import { type CELL_TYPES, cellPlaintextBytes, decodeCell, encodeCell } from './cell-codec.ts'
+import { createOpener, createSealer } from './secret-stream.ts'
 import { type CellBytes, decodeHeaderUnit, encodeHeaderUnit } from './wire.ts'
 
 export type CellType = (typeof CELL_TYPES)[keyof typeof CELL_TYPES]
@@ -35,7 +35,7 @@ export function createCellSession(options: {
   cellBytes: CellBytes
 }): CellSession {
   const { cellBytes, receiveKey } = options
-  const plaintextBytes = cellBytes - STREAM_OVERHEAD_BYTES
+  const plaintextBytes = cellPlaintextBytes(cellBytes)
   const sealer = createSealer(options.sendKey)
   let opener: ReturnType<typeof createOpener> | undefined
   return {

@@ -98,6 +98,9 @@ export const GATEWAY_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/
 export const MAX_RECORD_BATCH = 10_000
 /** Characters of a record's tenant, function and stream names. */
 export const MAX_RECORD_NAME_CHARS = 256
+/** What record names may not hold: PostgreSQL text cannot hold NUL, and SQLite must not differ from it. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/
 /** UTF-8 bytes of a record's JSON body. */
 export const MAX_RECORD_BODY_BYTES = 1024 * 1024
 /** Records returned by one {@link CloudStore.records} call when the query sets no limit. */
@@ -193,9 +196,7 @@ export function checkBatch(gateway: string, records: unknown, receivedAt: unknow
           `${what} has a ${field} that is not a string of 1 to ${MAX_RECORD_NAME_CHARS} characters: ${quote(value)}`,
         )
       }
-      // No control characters: PostgreSQL text cannot hold NUL, and SQLite must not differ from it.
-      // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-      if (/[\u0000-\u001f\u007f]/.test(value))
+      if (CONTROL_CHARACTERS.test(value))
         throw bad(`${what} has a control character in its ${field}: ${quote(value)}`)
     }
     if (!_isTime(createdAt)) {

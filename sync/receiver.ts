@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net'
-import { CELL_TYPES, createRecordUnpacker, encodeAcks } from './cell-codec.ts'
+import { CELL_TYPES, createRecordUnpacker, encodeAcks, seqsToRanges } from './cell-codec.ts'
 import { type CellSession, createCellSession } from './cell-session.ts'
 import type { CloudStore, IncomingRecord } from './cloud-store.ts'
 import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
@@ -207,7 +207,10 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
               units.push(cells.seal(CELL_TYPES.DUMMY, new Uint8Array(0)))
               continue
             }
-            const { body, rest } = encodeAcks(rangesOf(ackable), cells.plaintextBytes)
+            const { body, rest } = encodeAcks(
+              seqsToRanges([...ackable].sort((a, b) => a - b)),
+              cells.plaintextBytes,
+            )
             ackable = rest.flatMap(([from, to]) => Array.from({ length: to - from + 1 }, (_, k) => from + k))
             units.push(cells.seal(CELL_TYPES.ACK, body))
           }
@@ -331,16 +334,4 @@ export async function createReceiver(options: ReceiverOptions): Promise<Receiver
     [Symbol.asyncDispose]: () => receiver.close(),
   }
   return receiver
-}
-
-/** Sorted, merged inclusive ranges of seqs. */
-function rangesOf(seqs: number[]): Array<[number, number]> {
-  const sorted = [...new Set(seqs)].sort((a, b) => a - b)
-  const ranges: Array<[number, number]> = []
-  for (const seq of sorted) {
-    const last = ranges.at(-1)
-    if (last !== undefined && last[1] + 1 === seq) last[1] = seq
-    else ranges.push([seq, seq])
-  }
-  return ranges
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { MAX_RECORD_BODY_BYTES, MAX_RECORD_NAME_CHARS } from './cloud-store.ts'
+import { CONTROL_CHARACTERS, MAX_RECORD_BODY_BYTES, MAX_RECORD_NAME_CHARS } from './cloud-store.ts'
 import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
 
 /** What a record carries to the cloud, besides its sequence number. */
@@ -13,8 +13,6 @@ export interface UplinkRecordContent {
 }
 
 // The cloud store's rules (cloud-store.ts): 1 to 256 characters, no control characters.
-// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/
 const NAME = z
   .string()
   .min(1)

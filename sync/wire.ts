@@ -1,4 +1,5 @@
 import { getRandomValues, randomFillSync } from 'node:crypto'
+import { CELL_BYTES_CHOICES } from './cell-codec.ts'
 import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
 import { MESSAGE1_OVERHEAD, MESSAGE2_OVERHEAD } from './noise-ik.ts'
 import { STREAM_HEADER_BYTES } from './secret-stream.ts'
@@ -9,8 +10,8 @@ import { STREAM_HEADER_BYTES } from './secret-stream.ts'
 // Handshake messages carry their payload padded with zeros inside the encryption, and stream
 // headers are followed by random bytes, so the first units look like every other unit.
 
-/** Cell sizes on the wire a user may choose. */
-export const CELL_SIZES = [512, 1024, 1200] as const
+/** Cell sizes on the wire a user may choose (the codec's). */
+export const CELL_SIZES = CELL_BYTES_CHOICES
 export type CellBytes = (typeof CELL_SIZES)[number]
 export const DEFAULT_CELL_BYTES: CellBytes = 1024
 /** The version byte at the start of both handshake payloads. */

@@ -127,10 +127,14 @@ export function collect(client: MqttClient): Array<[string, string]> {
   return received
 }
 
-/** Waits until `condition()` holds, polling each event-loop turn (bounded); no fixed sleeps. */
-export async function until(condition: () => boolean, what = 'condition', timeoutMs = 5000): Promise<void> {
+/** Waits until `condition()` holds, polling every few ms (bounded); no fixed sleeps. */
+export async function until(
+  condition: () => boolean | Promise<boolean>,
+  what = 'condition',
+  timeoutMs = 5000,
+): Promise<void> {
   const start = Date.now()
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() - start > timeoutMs) throw new Error(`Timed out waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 5))
   }

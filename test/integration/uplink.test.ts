@@ -183,7 +183,7 @@ test('every acknowledged device message reaches the cloud store once, through a 
   const delivered = async () => (await store.count({ gateway: 'site-a' })) as number
   const progress = async (what: string) => {
     const before = await delivered()
-    await untilAsync(async () => (await delivered()) > before + 20, what, 20_000)
+    await until(async () => (await delivered()) > before + 20, what, 20_000)
   }
 
   // Gateway SIGKILLs first: a restarted gateway sends its whole outbox again, which would hide
@@ -208,7 +208,7 @@ test('every acknowledged device message reaches the cloud store once, through a 
   running = false
   await publishing
   expect(acked.size).toBeGreaterThan(100)
-  await untilAsync(
+  await until(
     async () => (await gateway.api('GET', '/uplink')).inFlight === 0 && (await delivered()) >= acked.size,
     'the last acknowledgements',
     30_000,
@@ -223,14 +223,6 @@ test('every acknowledged device message reaches the cloud store once, through a 
   expect([...acked].filter((n) => !counts.has(n))).toEqual([])
   expect((await gateway.api('GET', '/tenants/acme/outbox')).usage.records).toBe(0)
 }, 120_000)
-
-async function untilAsync(condition: () => Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
 
 test('a record the cloud would refuse is removed and counted instead of sent, and the records after it arrive', async () => {
   const cloud = await startCloud()

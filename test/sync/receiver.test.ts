@@ -12,10 +12,12 @@ import {
   encodeKey,
   type Receiver,
   type ReceiverEvent,
+  type ReceiverOptions,
 } from '../../sync/index.ts'
 import { createInitiator, generateKeyPair, type KeyPair, sodiumReady } from '../../sync/noise-ik.ts'
 import { encodeRecordContent } from '../../sync/uplink-record.ts'
 import { checkMessage2Payload, createUnitReader, encodeMessage1Payload, prologueOf } from '../../sync/wire.ts'
+import { until } from '../helpers/gateway.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 const CELL = 512
@@ -32,7 +34,7 @@ interface Cloud {
   events: ReceiverEvent[]
 }
 
-async function startCloud(): Promise<Cloud> {
+async function startCloud(options: Partial<ReceiverOptions> = {}): Promise<Cloud> {
   const dir = tempDir()
   const identity = generateKeyPair()
   const store = await createSqliteCloudStore({ file: join(dir, 'cloud.db') })
@@ -45,6 +47,7 @@ async function startCloud(): Promise<Cloud> {
     schedule: { mode: 'clock', intervalMs: 10, poisson: false },
     handshakeTimeoutMs: 2000,
     onEvent: (event) => events.push(event),
+    ...options,
   })
   cleanups.push(async () => {
     await receiver.close()
@@ -119,14 +122,6 @@ const record = (seq: number, n: number) => ({
     record: { n },
   }),
 })
-
-async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
 
 const NOW_NS = BigInt(Date.now()) * 1_000_000n
 
@@ -240,23 +235,9 @@ test('a record that is not what a gateway sends closes the session and its batch
 })
 
 test('connections that send nothing take at most the handshake slots; a gateway still gets in once they are cut', async () => {
-  const dir = tempDir()
-  const identity = generateKeyPair()
-  const store = await createSqliteCloudStore({ file: join(dir, 'cloud.db') })
-  const events: ReceiverEvent[] = []
-  const receiver = await createReceiver({
-    store,
-    identity,
-    port: 0,
-    cellBytes: CELL,
+  const { receiver, store, identity, events } = await startCloud({
     maxHandshakes: 2,
     handshakeTimeoutMs: 300,
-    onEvent: (event) => events.push(event),
-  })
-  cleanups.push(async () => {
-    await receiver.close()
-    await store.close()
-    rmSync(dir, { recursive: true, force: true })
   })
   const gateway = generateKeyPair()
   await store.addGateway('site-a', encodeKey(gateway.publicKey))

@@ -15,6 +15,7 @@ import {
   type UplinkRecord,
 } from '../../sync/index.ts'
 import { generateKeyPair, type KeyPair, sodiumReady } from '../../sync/noise-ik.ts'
+import { until } from '../helpers/gateway.ts'
 import { startPostgres } from '../helpers/postgres.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
 import { tempDir } from '../helpers/temp.ts'
@@ -95,14 +96,6 @@ function uplinkTo(
   })
   cleanups.push(() => uplink.close())
   return uplink
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
 }
 
 test('sessions end and start again on schedule and streams rekey, and every record is stored once', async () => {
