@@ -1,12 +1,13 @@
 import type { Context, Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import { z } from 'zod'
 import { type Env, parseBody } from './api.ts'
+import { replaySchema } from './api-schemas.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import { deploySchema, invokeSchema, rollbackSchema } from './function-spec.ts'
 import type { FunctionStore, FunctionVersion } from './function-store.ts'
 import type { Functions, LogLine } from './functions.ts'
 import type { Outbox } from './outbox.ts'
+import { orderedWriter } from './sse.ts'
 
 /** What the function routes need from the API. */
 interface FunctionRouteOptions {
@@ -17,16 +18,6 @@ interface FunctionRouteOptions {
   tenantParam(c: Context<Env>): string
 }
 
-/** What `POST .../dead-letters/replay` takes: ids, or all of one function's, or all of the tenant's. */
-const replaySchema = z
-  .object({
-    ids: z.array(z.number().int().min(1)).min(1).max(10_000).optional(),
-    function: z.string().min(1).max(128).optional(),
-  })
-  .strict()
-
-/** Idle SSE connections get a comment this often, so proxies and clients keep them open. */
-const SSE_HEARTBEAT_MS = 15_000
 /** Log lines a live stream may have waiting for a slow client before the stream ends. */
 const MAX_UNWRITTEN_LINES = 1_000
 
@@ -65,6 +56,13 @@ export function mountFunctionRoutes(api: Hono<Env>, options: FunctionRouteOption
     const tenantId = tenantParam(c)
     const request = await parseBody(c, deploySchema)
     return c.json({ function: await runtime.deploy(tenantId, request) }, 201)
+  })
+  // No POST route takes a function name at this level, so `check` cannot clash with one.
+  api.post(`${base}/check`, async (c) => {
+    const tenantId = tenantParam(c)
+    const request = await parseBody(c, deploySchema)
+    await runtime.check(tenantId, request)
+    return c.json({ ok: true })
   })
   api.get(`${base}/:name`, (c) => {
     const tenantId = tenantParam(c)
@@ -121,33 +119,24 @@ export function mountFunctionRoutes(api: Hono<Env>, options: FunctionRouteOption
       c.req.query('follow') === 'true' || (c.req.header('accept') ?? '').includes('text/event-stream')
     if (!follow) return c.json({ logs: lines })
     return streamSSE(c, async (stream) => {
-      // Lines are written in order, each after the one before. A client that stops reading would
-      // make that chain grow without end, so past a bound of unwritten lines the stream ends.
-      let writing: Promise<unknown> = Promise.resolve()
-      let unwritten = 0
-      const enqueue = (write: () => Promise<unknown>): void => {
-        unwritten++
-        writing = writing
-          .then(write)
-          .catch(() => {})
-          .finally(() => unwritten--)
-      }
+      // A client that stops reading would make the writes wait without end, so past a bound of
+      // unwritten lines the stream ends.
+      const writer = orderedWriter(stream)
+      const { enqueue } = writer
       const send = (line: LogLine) =>
         enqueue(() => stream.writeSSE({ event: line.level, data: JSON.stringify(line), id: String(line.ts) }))
       for (const line of lines) send(line)
       await new Promise<void>((resolve) => {
         const end = (reason: string | null) => {
           unsubscribe()
-          clearInterval(heartbeat)
           if (reason !== null) enqueue(() => stream.writeSSE({ event: 'end', data: reason }))
-          void writing.then(() => resolve())
+          void writer.finish().then(() => resolve())
         }
         const unsubscribe = runtime.followLogs(tenantId, name, (line) => {
           if (line === null) end('the function was removed')
-          else if (unwritten >= MAX_UNWRITTEN_LINES) end('the client is not reading fast enough')
+          else if (writer.unwritten >= MAX_UNWRITTEN_LINES) end('the client is not reading fast enough')
           else send(line)
         })
-        const heartbeat = setInterval(() => enqueue(() => stream.write(': heartbeat\n\n')), SSE_HEARTBEAT_MS)
         stream.onAbort(() => end(null))
       })
     })

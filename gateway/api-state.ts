@@ -1,8 +1,8 @@
 import type Database from 'better-sqlite3'
 import type { Context, Hono } from 'hono'
-import { z } from 'zod'
 import { STATE_LIMITS, stateKeyProblem } from '../sandbox/index.ts'
 import { type Env, parseBody } from './api.ts'
+import { putStateSchema } from './api-schemas.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import {
   createStateStore,
@@ -34,15 +34,6 @@ interface StateRouteOptions extends StateApiOptions {
   tenantParam(c: Context<Env>): string
   quotasOf(tenantId: string): StateQuotas
 }
-
-/** Body of `PUT /api/v1/tenants/:tenant/state/value`. */
-export const putStateSchema = z
-  .object({
-    value: z.unknown(),
-    ttlMs: z.number().int().min(1).max(STATE_LIMITS.maxTtlMs).optional(),
-  })
-  .strict()
-  .refine((body) => body.value !== undefined, { message: 'is required (any JSON value)', path: ['value'] })
 
 /** Keys a page lists when the request does not say. */
 const DEFAULT_PAGE = 100

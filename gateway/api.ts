@@ -3,44 +3,34 @@ import type { Context } from 'hono'
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
-import { z } from 'zod'
-import { aclRulesSchema } from './acl.ts'
+import type { z } from 'zod'
+import { type Accounts, createAccounts } from './accounts.ts'
+import {
+  type AuthRouteOptions,
+  type Caller,
+  createAuthenticator,
+  mountAccountRoutes,
+  mountSessionRoutes,
+} from './api-auth.ts'
 import { mountFunctionRoutes } from './api-functions.ts'
+import { mountLiveRoutes } from './api-live.ts'
+import { aclBodySchema, createDeviceSchema, createTenantSchema } from './api-schemas.ts'
 import { mountStateRoutes, type StateApiOptions } from './api-state.ts'
+import { createAuthThrottle } from './auth-throttle.ts'
 import type { Broker } from './broker.ts'
 import { type QuotaOverrides, type Quotas, quotaOverridesSchema } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, type GatewayErrorCode, quote } from './errors.ts'
 import type { FunctionStore } from './function-store.ts'
 import type { Functions } from './functions.ts'
+import { createLiveStats, type LiveStats } from './live-stats.ts'
 import type { Metrics } from './metrics.ts'
-import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
+import { buildOpenApi } from './openapi.ts'
 import type { Outbox } from './outbox.ts'
 import type { PasswordHasher } from './password-hasher.ts'
 import { generateSecret } from './password-hasher.ts'
 import { MAX_JSON_DEPTH, valueDepth } from './payload.ts'
-import type { DeviceRecord, Store, TenantRecord, TokenRecord } from './store.ts'
-
-/** Body of `POST /api/v1/tenants`. */
-export const createTenantSchema = z
-  .object({
-    id: z.string().regex(TENANT_ID_PATTERN, {
-      message: 'must be 1-63 lower-case letters, digits, - or _, starting with a letter or digit',
-    }),
-    quotas: quotaOverridesSchema.optional(),
-  })
-  .strict()
-
-/** Body of `POST /api/v1/tenants/:tenant/devices`. */
-export const createDeviceSchema = z
-  .object({
-    id: z.string().regex(DEVICE_ID_PATTERN, {
-      message: 'must be 1-128 letters, digits, ., :, - or _, starting with a letter or digit',
-    }),
-  })
-  .strict()
-
-/** Body of the ACL endpoints. */
-export const aclBodySchema = z.object({ rules: aclRulesSchema }).strict()
+import type { DeviceRecord, Store, TenantRecord } from './store.ts'
+import { mountUi, SECURITY_HEADERS } from './ui-assets.ts'
 
 /** What the API needs from the rest of the gateway. */
 export interface ApiOptions {
@@ -59,10 +49,29 @@ export interface ApiOptions {
   functions?: { runtime: Functions; store: FunctionStore; outbox: Outbox }
   /** The private uplink's state (`GET /uplink`, admin only); `{ state: 'off' }` without one. */
   uplink?: () => unknown
+  /** Users and sessions; made on the store's database when not given. */
+  accounts?: Accounts
+  /** The series of the live charts; made here when not given. */
+  liveStats?: LiveStats
+  /** Sign-in throttling per address (`auth` config). */
+  signIn?: { freeFailures: number; maxDelayMs: number }
+  /** Path prefix the gateway is served under (`http.basePath`), `''` at the root. */
+  basePath?: string
+  /** Trust `X-Forwarded-Proto` (a TLS proxy in front). */
+  trustProxy?: boolean
+  /** Session lengths: idle and absolute, in ms. */
+  sessionIdleMs?: number
+  sessionMaxMs?: number
+  /** What the signed-in UI is told about the gateway. */
+  gatewayInfo?: AuthRouteOptions['gatewayInfo']
+  /** The id of the token of `DATA/admin-token`, which the API does not revoke. */
+  adminTokenId?: () => number | undefined
+  /** Directory of the built UI (`ui/dist`); the UI is served at `/` when given. */
+  uiDir?: string
 }
 
-/** The Hono environment of the API: the caller's token. */
-export type Env = { Variables: { token: TokenRecord } }
+/** The Hono environment of the API: who is calling. */
+export type Env = { Variables: { caller: Caller } }
 
 const STATUS: Record<GatewayErrorCode, 400 | 401 | 403 | 404 | 409 | 413 | 429 | 500> = {
   invalid_input: 400,
@@ -82,12 +91,36 @@ const STATUS: Record<GatewayErrorCode, 400 | 401 | 403 | 404 | 409 | 413 | 429 |
 export function createApi(options: ApiOptions): Hono<Env> {
   const { store, broker, hasher, metrics } = options
   const app = new Hono<Env>()
+  const sessionMaxMs = options.sessionMaxMs ?? 7 * 24 * 3600 * 1000
+  const accounts =
+    options.accounts ??
+    createAccounts(store.db, { sessionIdleMs: options.sessionIdleMs ?? 12 * 3600 * 1000, sessionMaxMs })
+  const liveStats = options.liveStats ?? createLiveStats({ metrics })
+  const auth = createAuthenticator(store, accounts)
+  const authOptions: AuthRouteOptions = {
+    store,
+    accounts,
+    hasher,
+    throttle: createAuthThrottle(options.signIn ?? { freeFailures: 3, maxDelayMs: 30_000 }),
+    basePath: options.basePath ?? '',
+    trustProxy: options.trustProxy ?? false,
+    maxBodyBytes: options.maxBodyBytes,
+    sessionMaxMs,
+    gatewayInfo: options.gatewayInfo ?? (() => ({ version: '0.0.0', mqttPort: 1883, wsPort: 8083 })),
+    adminTokenId: options.adminTokenId ?? (() => undefined),
+  }
+  app.use('*', async (c, next) => {
+    await next()
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) c.res.headers.set(name, value)
+  })
 
   // The one place where errors become HTTP responses.
   app.onError((error, c) => {
     if (error instanceof GatewayError) {
-      const body: Record<string, string> = { code: error.code, message: error.message }
+      const body: Record<string, string | number> = { code: error.code, message: error.message }
       if (error.field !== undefined) body.field = error.field
+      if (error.line !== undefined) body.line = error.line
+      if (error.column !== undefined) body.column = error.column
       return c.json(body, STATUS[error.code])
     }
     if (error instanceof HTTPException && error.status === 413) {
@@ -117,8 +150,8 @@ export function createApi(options: ApiOptions): Hono<Env> {
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/metrics', async (c) => {
     if (!options.publicMetrics) {
-      const token = bearerToken(c)
-      if (token?.tenantId !== null) {
+      const caller = auth.authenticate(c)
+      if (caller?.tenantId !== null) {
         throw new GatewayError(
           GATEWAY_ERROR_CODES.unauthorized,
           'Cannot serve metrics as the admin bearer token is missing or wrong (or set http.publicMetrics)',
@@ -128,30 +161,29 @@ export function createApi(options: ApiOptions): Hono<Env> {
     return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType })
   })
 
+  const openApi = buildOpenApi()
+  app.get('/api/openapi.json', (c) => c.json(openApi))
+  mountSessionRoutes(app, auth, authOptions)
+
   const api = new Hono<Env>()
   api.use('*', bodyLimit({ maxSize: options.maxBodyBytes }))
   api.use('*', async (c, next) => {
-    const token = bearerToken(c)
-    if (token === undefined) {
+    const caller = auth.authenticate(c)
+    if (caller === undefined) {
       throw new GatewayError(
         GATEWAY_ERROR_CODES.unauthorized,
-        'Cannot authorize the request as its bearer token is missing or wrong',
+        'Cannot authorize the request: its bearer token is missing or wrong, or it has no session (sign in)',
       )
     }
-    c.set('token', token)
+    c.set('caller', caller)
     await next()
     c.header('cache-control', 'no-store')
   })
 
-  function bearerToken(c: Context<Env>): TokenRecord | undefined {
-    const match = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')
-    return match?.[1] === undefined ? undefined : store.findToken(hashToken(match[1]))
-  }
-
   const tenantParam = (c: Context<Env>): string => {
     const tenantId = c.req.param('tenant') ?? ''
-    const token = c.get('token')
-    if (token.tenantId !== null && token.tenantId !== tenantId) {
+    const caller = c.get('caller')
+    if (caller.tenantId !== null && caller.tenantId !== tenantId) {
       throw new GatewayError(
         GATEWAY_ERROR_CODES.forbidden,
         `Cannot access tenant ${quote(tenantId)} with a token of another tenant`,
@@ -163,7 +195,7 @@ export function createApi(options: ApiOptions): Hono<Env> {
     return tenantId
   }
   const requireAdmin = (c: Context<Env>): void => {
-    if (c.get('token').tenantId !== null) {
+    if (c.get('caller').tenantId !== null) {
       throw new GatewayError(
         GATEWAY_ERROR_CODES.forbidden,
         'Cannot do this with a tenant token: it needs the admin token',
@@ -207,10 +239,10 @@ export function createApi(options: ApiOptions): Hono<Env> {
   })
 
   api.get('/tenants', (c) => {
-    const token = c.get('token')
+    const caller = c.get('caller')
     const tenants = store
       .listTenants()
-      .filter((tenant) => token.tenantId === null || tenant.id === token.tenantId)
+      .filter((tenant) => caller.tenantId === null || tenant.id === caller.tenantId)
     return c.json({ tenants: tenants.map(tenantView) })
   })
   api.post('/tenants', async (c) => {
@@ -229,6 +261,7 @@ export function createApi(options: ApiOptions): Hono<Env> {
     const tenantId = tenantParam(c)
     store.deleteTenant(tenantId)
     broker.removeTenant(tenantId)
+    liveStats.removeTenant(tenantId)
     await options.functions?.runtime.removeTenant(tenantId)
     return c.body(null, 204)
   })
@@ -325,8 +358,17 @@ export function createApi(options: ApiOptions): Hono<Env> {
   if (options.functions !== undefined) {
     mountFunctionRoutes(api, { ...options.functions, tenantParam })
   }
+  mountAccountRoutes(api, authOptions)
+  mountLiveRoutes(api, {
+    broker,
+    liveStats,
+    tenantParam,
+    requireAdmin,
+    maxPayloadBytes: (tenantId) => effectiveQuotas(store.getTenant(tenantId) as TenantRecord).maxPayloadBytes,
+  })
 
   app.route('/api/v1', api)
+  if (options.uiDir !== undefined) mountUi(app, options.uiDir, options.basePath ?? '')
   return app
 }
 

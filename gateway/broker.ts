@@ -9,6 +9,7 @@ import { type Acl, compileAcl } from './acl.ts'
 import { type AuthThrottle, createAuthThrottle } from './auth-throttle.ts'
 import type { SqlitePersistence } from './broker-persistence.ts'
 import type { GatewayConfig, Quotas } from './config.ts'
+import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import type { ConnectRefusal, DropReason, Metrics, TenantCounters } from './metrics.ts'
 import { DEVICE_ID_PATTERN, TENANT_ID_PATTERN } from './names.ts'
 import { installPacketGuard } from './packet-guard.ts'
@@ -62,6 +63,15 @@ export interface BrokerMessage {
  */
 export type MessageHandler = (message: BrokerMessage, done: (error: Error | null) => void) => void
 
+/** A message seen by {@link Broker.watch}. */
+export interface WatchedMessage {
+  /** Tenant-relative topic. */
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+}
+
 /** Where the broker listens. */
 export interface BrokerAddress {
   mqttPort: number
@@ -97,6 +107,18 @@ export interface Broker {
    * does not exist (any more).
    */
   publish(tenantId: string, topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean): boolean
+  /**
+   * Publishes as if one of the tenant's devices had (the management API's publish box): the
+   * message goes to the functions first (journaled like a device's), then to the subscribers.
+   * Resolves once it is delivered to aedes; rejects with `not_found` when the tenant is gone.
+   */
+  inject(tenantId: string, topic: string, payload: Buffer, qos: 0 | 1 | 2, retain: boolean): Promise<void>
+  /**
+   * Calls `listener` with every message published in the tenant on a topic that `filter` (tenant
+   * relative) matches, until the returned function is called. For live views; no retained
+   * messages are replayed.
+   */
+  watch(tenantId: string, filter: string, listener: (message: WatchedMessage) => void): () => void
   /** Connections open per tenant. */
   connections(tenantId: string): number
   /** Connections open per device of a tenant. */
@@ -871,17 +893,45 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     publish(tenantId, topic, payload, qos, retain) {
       const tenant = tenants.get(tenantId)
       if (tenant === undefined) return false
-      const packet = {
-        cmd: 'publish',
-        topic: tenant.prefix + topic,
-        payload,
-        qos,
-        retain,
-        dup: false,
-      } as AedesPublishPacket
+      const packet = gatewayPacket(tenant, topic, payload, qos, retain)
       capRetained(tenant, packet)
       aedes.publish(packet, () => {})
       return true
+    },
+    inject(tenantId, topic, payload, qos, retain) {
+      const tenant = tenants.get(tenantId)
+      if (tenant === undefined) {
+        return Promise.reject(
+          new GatewayError(GATEWAY_ERROR_CODES.notFound, `Cannot find tenant ${quote(tenantId)}`),
+        )
+      }
+      const packet = gatewayPacket(tenant, topic, payload, qos, retain)
+      return new Promise<void>((resolve, reject) => {
+        accept(tenant, packet, null, undefined, (error) => {
+          if (error !== null) {
+            reject(error)
+            return
+          }
+          aedes.publish(packet, (publishError) => (publishError ? reject(publishError) : resolve()))
+        })
+      })
+    },
+    watch(tenantId, filter, listener) {
+      const prefix = `${tenantId}/`
+      const deliver = (packet: AedesPublishPacket, callback: () => void): void => {
+        try {
+          listener({
+            topic: packet.topic.slice(prefix.length),
+            payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
+            qos: packet.qos,
+            retain: packet.retain,
+          })
+        } finally {
+          callback()
+        }
+      }
+      aedes.subscribe(prefix + filter, deliver, () => {})
+      return () => aedes.unsubscribe(prefix + filter, deliver, () => {})
     },
     connections: (tenantId) => tenants.get(tenantId)?.clients.size ?? 0,
     onlineDevices(tenantId) {
@@ -933,4 +983,22 @@ function identify(username: string | undefined, anonymousTenant: string | null):
   pending.deviceId = deviceId
   pending.tenantId = tenantId
   return pending
+}
+
+/** A PUBLISH the gateway itself makes in a tenant (mounted topic). */
+function gatewayPacket(
+  tenant: TenantState,
+  topic: string,
+  payload: Buffer,
+  qos: 0 | 1 | 2,
+  retain: boolean,
+): AedesPublishPacket {
+  return {
+    cmd: 'publish',
+    topic: tenant.prefix + topic,
+    payload,
+    qos,
+    retain,
+    dup: false,
+  } as AedesPublishPacket
 }

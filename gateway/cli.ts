@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import packageJson from '../package.json' with { type: 'json' }
@@ -338,6 +339,94 @@ apiCommand(device, 'rotate', 'give a device a new secret; its connections close'
   .argument('<device>', 'device id')
   .action((tenantId: string, deviceId: string, flags: ApiFlags) =>
     run(flags, (target) => callApi(target, 'POST', `${devicePath(tenantId, deviceId)}/rotate`), credentials),
+  )
+
+const user = program.command('user').description('manage the people who sign in to the web UI')
+/** The password of `--password-stdin`, or a new random one that is printed once. */
+async function passwordOf(flags: {
+  passwordStdin?: boolean
+}): Promise<{ password: string; generated: boolean }> {
+  if (flags.passwordStdin) return { password: (await readStdin()).replace(/\r?\n$/, ''), generated: false }
+  return { password: randomBytes(15).toString('base64url'), generated: true }
+}
+apiCommand(user, 'add', 'add a user: an administrator, or with --tenant a user of one tenant')
+  .argument('<name>', 'user name (what they type at sign-in)')
+  .option('--tenant <tenant>', 'the one tenant the user sees and manages')
+  .option('--password-stdin', 'read the password from stdin (default: make one and print it once)')
+  .action(async (name: string, flags: ApiFlags & { tenant?: string; passwordStdin?: boolean }) => {
+    const { password, generated } = await passwordOf(flags)
+    await run(
+      flags,
+      (target) => callApi(target, 'POST', '/users', { name, password, tenant: flags.tenant ?? null }),
+      () =>
+        `added ${flags.tenant === undefined ? 'administrator' : `user of tenant ${flags.tenant}`} ${name}` +
+        (generated ? `\npassword: ${password}\n(shown only now)` : ''),
+    )
+  })
+apiCommand(user, 'list', 'list users').action((flags: ApiFlags) =>
+  run(
+    flags,
+    (target) => callApi(target, 'GET', '/users'),
+    (result) =>
+      table((result as { users: Array<Record<string, unknown>> }).users, ['name', 'tenant', 'createdAt']),
+  ),
+)
+apiCommand(user, 'password', "set a user's password; their sessions end")
+  .argument('<name>', 'user name')
+  .option('--password-stdin', 'read the password from stdin (default: make one and print it once)')
+  .action(async (name: string, flags: ApiFlags & { passwordStdin?: boolean }) => {
+    const { password, generated } = await passwordOf(flags)
+    await run(
+      flags,
+      (target) => callApi(target, 'PUT', `/users/${encodeURIComponent(name)}/password`, { password }),
+      () => `set the password of ${name}${generated ? `\npassword: ${password}\n(shown only now)` : ''}`,
+    )
+  })
+apiCommand(user, 'remove', 'remove a user; their sessions end')
+  .argument('<name>', 'user name')
+  .action((name: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'DELETE', `/users/${encodeURIComponent(name)}`),
+      () => `removed user ${name}`,
+    ),
+  )
+
+const token = program.command('token').description('manage API tokens')
+apiCommand(token, 'add', 'make an API token (admin, or with --tenant one tenant); prints it once')
+  .argument('<label>', 'what the token is for')
+  .option('--tenant <tenant>', 'the one tenant the token may use')
+  .action((label: string, flags: ApiFlags & { tenant?: string }) =>
+    run(
+      flags,
+      (target) => callApi(target, 'POST', '/tokens', { label, tenant: flags.tenant ?? null }),
+      (result) => {
+        const { token: made, secret } = result as { token: { id: number }; secret: string }
+        return `token ${made.id}: ${secret}\n(shown only now)`
+      },
+    ),
+  )
+apiCommand(token, 'list', 'list API tokens (never their secrets)').action((flags: ApiFlags) =>
+  run(
+    flags,
+    (target) => callApi(target, 'GET', '/tokens'),
+    (result) =>
+      table((result as { tokens: Array<Record<string, unknown>> }).tokens, [
+        'id',
+        'label',
+        'tenant',
+        'createdAt',
+      ]),
+  ),
+)
+apiCommand(token, 'revoke', 'revoke an API token; sessions made with it end')
+  .argument('<id>', 'token id (from token list)')
+  .action((id: string, flags: ApiFlags) =>
+    run(
+      flags,
+      (target) => callApi(target, 'DELETE', `/tokens/${encodeURIComponent(id)}`),
+      () => `revoked token ${id}`,
+    ),
   )
 
 const fn = program.command('fn').description("manage a tenant's functions")

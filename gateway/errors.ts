@@ -32,11 +32,20 @@ export class GatewayError extends Error {
   override readonly name = 'GatewayError'
   readonly code: GatewayErrorCode
   readonly field: string | undefined
+  /** Where in a function's source a compile error is (1-based), when known. */
+  readonly line: number | undefined
+  readonly column: number | undefined
 
-  constructor(code: GatewayErrorCode, message: string, options: { cause?: unknown; field?: string } = {}) {
+  constructor(
+    code: GatewayErrorCode,
+    message: string,
+    options: { cause?: unknown; field?: string; line?: number | undefined; column?: number | undefined } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.code = code
     this.field = options.field
+    this.line = options.line
+    this.column = options.column
   }
 }
 

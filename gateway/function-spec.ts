@@ -1,6 +1,6 @@
 import { Cron } from 'croner'
 import { z } from 'zod'
-import { stateNamespaceProblem } from '../sandbox/index.ts'
+import { namespacePathProblem } from '../sandbox/state-rules.ts'
 import { isValidFilter } from './acl.ts'
 import { TENANT_ID_PATTERN } from './names.ts'
 
@@ -60,7 +60,7 @@ export const triggerSchema = z.union([
   z
     .object({
       state: z.string().superRefine((path, ctx) => {
-        const problem = stateNamespaceProblem(path)
+        const problem = namespacePathProblem(path)
         if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
       }),
     })

@@ -153,6 +153,11 @@ export interface Functions {
   start(): Promise<void>
   /** Validates (compiles) first; stores a new version and swaps it in only when that succeeds. */
   deploy(tenantId: string, request: DeployRequest): Promise<FunctionView>
+  /**
+   * Validates a deploy without making it: the spec against the tenant's quotas, and the source
+   * compiled (top level run) in the scratch sandbox. Throws what the deploy would.
+   */
+  check(tenantId: string, request: DeployRequest): Promise<void>
   rollback(tenantId: string, name: string, version: number): Promise<FunctionView>
   setEnabled(tenantId: string, name: string, enabled: boolean): Promise<FunctionView>
   remove(tenantId: string, name: string): Promise<void>
@@ -487,7 +492,12 @@ export function createFunctions(options: FunctionsOptions): Functions {
     } catch (error) {
       const message = clean((error as Error).message, key, name)
       if (error instanceof SandboxError && GUEST_COMPILE_CODES.has(error.code)) {
-        throw new GatewayError(GATEWAY_ERROR_CODES.invalidInput, message, { field: 'source', cause: error })
+        throw new GatewayError(GATEWAY_ERROR_CODES.invalidInput, message, {
+          field: 'source',
+          cause: error,
+          line: error.line,
+          column: error.column,
+        })
       }
       throw new GatewayError(
         GATEWAY_ERROR_CODES.internal,
@@ -1458,6 +1468,22 @@ export function createFunctions(options: FunctionsOptions): Functions {
     )
   }
 
+  /**
+   * Checks a deploy against the tenant's quotas, then compiles it (running its top-level code) in
+   * the scratch sandbox, so a source that fails there changes nothing, not even the running
+   * copies' sandbox. Returns the version's spec.
+   */
+  const validate = async (tenantId: string, request: DeployRequest): Promise<FunctionSpec> => {
+    const quotas = requireTenant(tenantId)
+    checkFunctionCount(tenantId, request.name, quotas)
+    const spec = specOf(tenantId, request, quotas)
+    await withScratch(tenantId, async (sandboxId) => {
+      const key = await compile(sandboxId, request.name, request.source, spec)
+      await pool.remove(sandboxId, key).catch(() => {})
+    })
+    return spec
+  }
+
   const functions: Functions = {
     async start() {
       for (const fn of functionStore.listAll()) if (fn.enabled) await load(fn)
@@ -1466,17 +1492,13 @@ export function createFunctions(options: FunctionsOptions): Functions {
       if (replayed > 0) logger.info({ invocations: replayed }, 'replaying journaled messages')
     },
 
+    check: async (tenantId, request) => {
+      await validate(tenantId, request)
+    },
+
     deploy: (tenantId, request) =>
       exclusive(tenantId, request.name, async () => {
-        const quotas = requireTenant(tenantId)
-        checkFunctionCount(tenantId, request.name, quotas)
-        const spec = specOf(tenantId, request, quotas)
-        // Validation: the source compiles (and its top-level code runs) in the scratch sandbox, so
-        // a source that fails there changes nothing, not even the running copies' sandbox.
-        await withScratch(tenantId, async (sandboxId) => {
-          const key = await compile(sandboxId, request.name, request.source, spec)
-          await pool.remove(sandboxId, key).catch(() => {})
-        })
+        const spec = await validate(tenantId, request)
         const existing = functionStore.get(tenantId, request.name)
         const enabled = request.enabled ?? existing?.enabled ?? true
         const key = enabled ? await compile(tenantId, request.name, request.source, spec) : undefined

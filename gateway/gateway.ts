@@ -1,13 +1,16 @@
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { type ServerType, serve } from '@hono/node-server'
+import { Hono } from 'hono'
 import { type Logger, pino } from 'pino'
 import { createWorkerPool, type WorkerPool } from '../sandbox/index.ts'
 import type { Uplink } from '../sync/index.ts'
-import { createApi, hashToken } from './api.ts'
+import { createAccounts } from './accounts.ts'
+import { createApi, type Env, hashToken } from './api.ts'
 import { type Broker, createBroker } from './broker.ts'
 import { createSqlitePersistence, type SqlitePersistence } from './broker-persistence.ts'
 import type { GatewayConfig, Quotas } from './config.ts'
@@ -15,12 +18,14 @@ import { ADMIN_TOKEN_FILE, API_URL_FILE, STORE_FILE } from './data-files.ts'
 import { createFunctionStore, type FunctionStore } from './function-store.ts'
 import { createFunctions, type Functions, type Scheduler } from './functions.ts'
 import { createJournal, type Journal } from './journal.ts'
+import { createLiveStats } from './live-stats.ts'
 import { createMetrics, createOutboxMetrics, type Metrics } from './metrics.ts'
 import { createOutbox, loadOutboxKey, OUTBOX_SWEEP_RECORDS, type Outbox } from './outbox.ts'
 import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
 import { createPublishIds } from './publish-ids.ts'
 import { createStateStore, type StateChange } from './state-store.ts'
 import { createStore, type Store } from './store.ts'
+import { DEFAULT_UI_DIR } from './ui-assets.ts'
 import { startUplink } from './uplink.ts'
 
 /** Options of {@link createGateway}. */
@@ -30,6 +35,8 @@ export interface GatewayOptions {
   logger?: Logger
   /** Argon2id cost; tests lower it. */
   hasher?: { opsLimit?: number; memLimitBytes?: number }
+  /** Directory of the built UI; default `ui/dist` of this checkout. */
+  uiDir?: string
   /** Runs the functions' `every` and `cron` triggers; tests fire ticks by hand. */
   scheduler?: Scheduler
 }
@@ -211,11 +218,42 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     broker.setMessageHandler(functions.handleMessage)
     const brokerAddress = await broker.listen(config.host, config.mqtt.port, config.mqtt.wsPort)
 
-    const app = createApi({
+    const liveStats = createLiveStats({ metrics })
+    opened.push(() => liveStats.close())
+    const sessionIdleMs = config.http.sessionIdleMinutes * 60_000
+    const accounts = createAccounts(store.db, {
+      sessionIdleMs,
+      sessionMaxMs: config.http.sessionMaxHours * 3_600_000,
+    })
+    accounts.sweepSessions()
+    const sessionSweeper = setInterval(() => {
+      try {
+        accounts.sweepSessions()
+      } catch (error) {
+        logger.error({ err: error }, 'cannot remove expired UI sessions')
+      }
+    }, SESSION_SWEEP_INTERVAL_MS)
+    sessionSweeper.unref()
+    opened.push(() => clearInterval(sessionSweeper))
+    const adminTokenId = store.findToken(hashToken(adminToken))?.id
+    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version: string
+    }
+    const api = createApi({
       store,
       broker,
       hasher,
       metrics,
+      accounts,
+      liveStats,
+      signIn: config.auth,
+      basePath: config.http.basePath,
+      trustProxy: config.http.trustProxy,
+      sessionIdleMs,
+      sessionMaxMs: config.http.sessionMaxHours * 3_600_000,
+      gatewayInfo: () => ({ version, mqttPort: brokerAddress.mqttPort, wsPort: brokerAddress.wsPort }),
+      adminTokenId: () => adminTokenId,
+      ...(config.http.ui ? { uiDir: options.uiDir ?? DEFAULT_UI_DIR } : {}),
       defaultQuotas: config.tenantDefaults.quotas,
       maxBodyBytes: config.http.maxBodyBytes,
       publicMetrics: config.http.publicMetrics,
@@ -226,9 +264,22 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         onChanges: (tenantId, changes) => functions.stateChanged(tenantId, changes),
       },
     })
+    const app = config.http.basePath === '' ? api : new Hono<Env>().route(config.http.basePath, api)
+    const tls = config.http.tls
     const http = await new Promise<ServerType>((resolvePromise, reject) => {
-      const server = serve({ fetch: app.fetch, port: config.http.port, hostname: config.host }, () =>
-        resolvePromise(server),
+      const server = serve(
+        {
+          fetch: app.fetch,
+          port: config.http.port,
+          hostname: config.host,
+          ...(tls === null
+            ? {}
+            : {
+                createServer: createHttpsServer,
+                serverOptions: { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) },
+              }),
+        },
+        () => resolvePromise(server),
       )
       server.once('error', reject)
     })
@@ -246,7 +297,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       mqttPort: brokerAddress.mqttPort,
       wsPort: brokerAddress.wsPort,
       httpPort,
-      httpUrl: `http://${urlHost.includes(':') ? `[${urlHost}]` : urlHost}:${httpPort}`,
+      httpUrl: `${tls === null ? 'http' : 'https'}://${urlHost.includes(':') ? `[${urlHost}]` : urlHost}:${httpPort}${config.http.basePath}`,
     }
     writeFileSync(join(dataDir, API_URL_FILE), `${addresses.httpUrl}\n`, { mode: 0o600 })
 
@@ -279,6 +330,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
 /** How often state keys and namespaces whose lease ran out are removed. */
 const STATE_SWEEP_INTERVAL_MS = 1000
+
+/** How often UI sessions past their idle or absolute limit are removed. */
+const SESSION_SWEEP_INTERVAL_MS = 10 * 60_000
 
 /** How often records past their TTL are dropped from the outbox. */
 const OUTBOX_SWEEP_INTERVAL_MS = 60_000

@@ -1,8 +1,9 @@
 // The gateway's public API: process composition, configuration and the pieces other folders and
 // tests compose. Other folders import from here only.
 export { type Acl, aclRuleSchema, aclRulesSchema, compileAcl, isValidFilter } from './acl.ts'
-export { createApi, createDeviceSchema, createTenantSchema, hashToken } from './api.ts'
+export { createApi, hashToken } from './api.ts'
 export { ApiError, type ApiTarget, callApi, resolveApiTarget } from './api-client.ts'
+export { createDeviceSchema, createTenantSchema } from './api-schemas.ts'
 export { type Broker, type BrokerAddress, DROPPED_TOPIC } from './broker.ts'
 export {
   CONFIG_ENV,

@@ -26,7 +26,15 @@ export interface TenantCounters {
   bytesIn: number
   bytesOut: number
   drops: Record<DropReason, number>
+  /** Function invocations, and those that failed (any outcome but `ok`). */
+  invocations: number
+  invocationErrors: number
+  /** Durations of successful invocations since the live stats last took them, in ms (bounded). */
+  recentDurationsMs: number[]
 }
+
+/** Durations kept per tenant between two reads of the live stats; past it, a random one is replaced. */
+export const MAX_RECENT_DURATIONS = 2048
 
 /** The gateway's Prometheus metrics (`GET /metrics`). */
 export interface Metrics {
@@ -35,6 +43,8 @@ export interface Metrics {
   tenant(tenantId: string): TenantCounters
   /** Forgets a deleted tenant's series. */
   removeTenant(tenantId: string): void
+  /** The tenants with counters, and their counters. */
+  tenants(): IterableIterator<[string, TenantCounters]>
   /** Counts a refused CONNECT; `tenantId` null when the tenant named does not exist. */
   authFailure(reason: ConnectRefusal, tenantId: string | null): void
   protocolViolation(): void
@@ -187,7 +197,7 @@ export function createMetrics(): Metrics {
     (f) => f.isolations,
   )
 
-  return {
+  const metrics: Metrics = {
     registry,
     tenant(tenantId) {
       let counters = tenants.get(tenantId)
@@ -199,6 +209,9 @@ export function createMetrics(): Metrics {
           bytesIn: 0,
           bytesOut: 0,
           drops: { acl: 0, reserved_topic: 0, rate: 0, payload_size: 0, retained_quota: 0 },
+          invocations: 0,
+          invocationErrors: 0,
+          recentDurationsMs: [],
         }
         tenants.set(tenantId, counters)
       }
@@ -206,8 +219,17 @@ export function createMetrics(): Metrics {
     },
     functionInvocation(tenantId, name, outcome, durationMs) {
       invocations.inc({ tenant: tenantId, function: name, outcome })
-      if (durationMs !== undefined) durations.observe({ tenant: tenantId }, durationMs / 1000)
+      const counters = metrics.tenant(tenantId)
+      counters.invocations++
+      if (outcome !== 'ok') counters.invocationErrors++
+      if (durationMs !== undefined) {
+        durations.observe({ tenant: tenantId }, durationMs / 1000)
+        const recent = counters.recentDurationsMs
+        if (recent.length < MAX_RECENT_DURATIONS) recent.push(durationMs)
+        else recent[Math.floor(Math.random() * MAX_RECENT_DURATIONS)] = durationMs
+      }
     },
+    tenants: () => tenants.entries(),
     observeSandbox(read) {
       sandbox = read
     },
@@ -226,6 +248,7 @@ export function createMetrics(): Metrics {
       violations.inc()
     },
   }
+  return metrics
 }
 
 // Outbox: figures kept by the outbox in the store, read at scrape time.

@@ -191,4 +191,31 @@ export const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
       CREATE INDEX outbox_drops_by_tenant ON outbox_drops (tenant_id, id);
     `)
   },
+  // 6: people who sign in to the UI (Argon2id password hashes), scoped to a tenant or none
+  // (administrators), and browser sessions, each made from a user or an API token and gone with it.
+  (db) => {
+    db.exec(`
+      CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        tenant_id TEXT REFERENCES tenants (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE TABLE ui_sessions (
+        id_hash TEXT PRIMARY KEY,
+        csrf_token TEXT NOT NULL,
+        user_name TEXT REFERENCES users (name) ON DELETE CASCADE,
+        token_id INTEGER REFERENCES api_tokens (id) ON DELETE CASCADE,
+        tenant_id TEXT REFERENCES tenants (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        CHECK ((user_name IS NULL) <> (token_id IS NULL))
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX ui_sessions_by_user ON ui_sessions (user_name);
+      CREATE INDEX ui_sessions_by_token ON ui_sessions (token_id);
+      CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
+    `)
+  },
 ]

@@ -15,6 +15,9 @@ import { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './erro
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
 import { GUEST_LIBRARIES } from './guest-libraries.ts'
 import { sharedClockNow } from './shared-clock.ts'
+import { namespacePathProblem, STATE_LIMITS } from './state-rules.ts'
+
+export { STATE_LIMITS }
 
 const require = createRequire(import.meta.url)
 const WASM_PAGE_BYTES = 65_536
@@ -998,22 +1001,6 @@ export function publishProblem(publish: GuestPublish): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Function state (ctx.state)
 
-/**
- * Bounds of function state, shared by the sandbox, the gateway's store and its API. Keys and
- * namespace paths count UTF-16 code units (JavaScript's `length`); values count the bytes of their
- * JSON text in UTF-8.
- */
-export const STATE_LIMITS = {
-  maxKeyChars: 256,
-  maxValueBytes: 256 * 1024,
-  maxNamespaceChars: 256,
-  maxNamespaceLevels: 8,
-  /** Most keys one `keys()` call, or one page of the API, returns. */
-  maxListedKeys: 1000,
-  /** Longest lease on a key or a namespace: ten years. */
-  maxTtlMs: 10 * 365 * 24 * 3600 * 1000,
-} as const
-
 /** One write of an invocation to function state, as the host commits it. */
 export interface StateWrite {
   /** `@` and the function's name for its private namespace, else a shared namespace's path. */
@@ -1077,7 +1064,6 @@ export function createStateOverlay(writes: readonly StateWrite[] = []): StateOve
 /** What a call that is a batch of its own reads through: nothing is ever added to it. */
 const NO_OVERLAY = createStateOverlay()
 
-const NAMESPACE_LEVEL = /^[A-Za-z0-9._-]+$/
 const LONE_SURROGATE = /\p{Cs}/u
 
 /** Why `key` cannot be a state key (1-256 characters, no lone surrogate, no U+0000), or undefined. */
@@ -1096,19 +1082,7 @@ export function stateKeyProblem(key: unknown): string | undefined {
  */
 export function stateNamespaceProblem(path: unknown): string | undefined {
   if (typeof path !== 'string') return `a namespace path must be a string, not ${typeName(path)}`
-  if (path.length === 0) return 'the path is empty'
-  if (path.length > STATE_LIMITS.maxNamespaceChars) {
-    return `the path is longer than ${STATE_LIMITS.maxNamespaceChars} characters`
-  }
-  const levels = path.split('/')
-  if (levels.length > STATE_LIMITS.maxNamespaceLevels) {
-    return `the path has more than ${STATE_LIMITS.maxNamespaceLevels} levels`
-  }
-  for (const level of levels) {
-    if (!NAMESPACE_LEVEL.test(level)) return "each level is one or more letters, digits, '.', '_' or '-'"
-    if (level === '.' || level === '..') return "'.' and '..' levels are refused"
-  }
-  return undefined
+  return namespacePathProblem(path)
 }
 
 /** Why `ttlMs` cannot be a lease, or undefined: a whole number of ms, 1 to ten years. */

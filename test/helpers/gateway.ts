@@ -31,7 +31,7 @@ export const TEST_HASHER = { opsLimit: 1, memLimitBytes: 8192 }
 export async function startGateway(
   layer: ConfigLayer = {},
   dataDir = tempDir(),
-  options: { scheduler?: Scheduler } = {},
+  options: { scheduler?: Scheduler; uiDir?: string } = {},
 ): Promise<TestGateway & AsyncDisposable> {
   const config = loadConfig({
     env: {},

@@ -359,6 +359,38 @@ describe('taureau CLI', () => {
     await device.endAsync()
   }, 60_000)
 
+  test('user and token commands make UI users and API tokens that sign in', async () => {
+    const dataDir = tempDir()
+    dirs.push(dataDir)
+    const { httpUrl } = await startCliGateway(dataDir)
+    await cli('tenant', 'add', 'acme', '--data', dataDir)
+    const added = (await cli('user', 'add', 'ann', '--tenant', 'acme', '--data', dataDir)).stdout
+    expect(added).toMatch(/added user of tenant acme ann\npassword: \S{20}\n/)
+    const password = /password: (\S+)/.exec(added)?.[1] as string
+    const signIn = await fetch(`${httpUrl}/api/v1/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'ann', password }),
+    })
+    expect((await signIn.json()).session).toMatchObject({ user: 'ann', tenant: 'acme' })
+    expect((await cli('user', 'list', '--data', dataDir)).stdout).toMatch(/ann\s+acme/)
+
+    const made = (await cli('token', 'add', 'grafana', '--tenant', 'acme', '--data', dataDir)).stdout
+    const secret = /token \d+: (\S+)/.exec(made)?.[1] as string
+    const tenants = await fetch(`${httpUrl}/api/v1/tenants`, {
+      headers: { authorization: `Bearer ${secret}` },
+    })
+    expect((await tenants.json()).tenants.map((t: { id: string }) => t.id)).toEqual(['acme'])
+    const listed = JSON.parse((await cli('token', 'list', '--data', dataDir, '--json')).stdout)
+    const id = listed.tokens.find((t: { label: string }) => t.label === 'grafana').id
+    expect((await cli('token', 'revoke', String(id), '--data', dataDir)).stdout).toMatch(/revoked token/)
+    const revoked = await fetch(`${httpUrl}/api/v1/tenants`, {
+      headers: { authorization: `Bearer ${secret}` },
+    })
+    expect(revoked.status).toBe(401)
+    expect((await cli('user', 'remove', 'ann', '--data', dataDir)).stdout).toMatch(/removed user ann/)
+  })
+
   test('an API error is printed as one line and exits 1', async () => {
     const dataDir = tempDir()
     dirs.push(dataDir)
