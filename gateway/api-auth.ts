@@ -212,9 +212,8 @@ export function mountSessionRoutes(app: Hono<Env>, auth: Authenticator, options:
     c.header('cache-control', 'no-store')
     const found = auth.session(c)
     const caller = found === undefined ? undefined : auth.callerOfSession(found.record)
-    if (found === undefined || caller === undefined) {
-      throw new GatewayError(GATEWAY_ERROR_CODES.unauthorized, 'Cannot find a session: sign in first')
-    }
+    // Not signed in is an answer here, not an error: the UI asks this on every load.
+    if (found === undefined || caller === undefined) return c.json({ session: null })
     return c.json(sessionView(caller, found.record))
   })
   app.delete(path, (c) => {

@@ -18,6 +18,9 @@ interface FunctionRouteOptions {
   tenantParam(c: Context<Env>): string
 }
 
+/** Refusals a compile check answers with `ok: false` (200) rather than as an error. */
+const CHECK_VERDICTS = new Set<string>([GATEWAY_ERROR_CODES.invalidInput, GATEWAY_ERROR_CODES.limitReached])
+
 /** Log lines a live stream may have waiting for a slow client before the stream ends. */
 const MAX_UNWRITTEN_LINES = 1_000
 
@@ -61,7 +64,16 @@ export function mountFunctionRoutes(api: Hono<Env>, options: FunctionRouteOption
   api.post(`${base}/check`, async (c) => {
     const tenantId = tenantParam(c)
     const request = await parseBody(c, deploySchema)
-    await runtime.check(tenantId, request)
+    try {
+      await runtime.check(tenantId, request)
+    } catch (error) {
+      // A source or spec the deploy would refuse is the answer to the question, not a failed request.
+      if (error instanceof GatewayError && CHECK_VERDICTS.has(error.code)) {
+        const { code, message, field, line, column } = error
+        return c.json({ ok: false, error: { code, message, field, line, column } })
+      }
+      throw error
+    }
     return c.json({ ok: true })
   })
   api.get(`${base}/:name`, (c) => {
