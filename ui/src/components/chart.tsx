@@ -97,7 +97,15 @@ export function TimeChart(props: {
   }, [props.times, props.lines])
 
   return (
-    <section class="card chart" data-testid={props.testId} aria-label={props.title}>
+    <section
+      class="card chart"
+      data-testid={props.testId}
+      data-total={props.lines.reduce(
+        (sum, line) => sum + line.values.reduce<number>((a, v) => a + (v ?? 0), 0),
+        0,
+      )}
+      aria-label={props.title}
+    >
       <h3 class="card-title">
         {props.title}
         {props.unit !== undefined && <span class="muted"> ({props.unit})</span>}
