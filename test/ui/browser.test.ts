@@ -100,9 +100,9 @@ describe('the web UI in Chromium', () => {
     await page.getByRole('link', { name: 'acme', exact: true }).first().click()
     await page.getByLabel('Device id').fill('sensor-1')
     await page.getByRole('button', { name: 'Add device' }).click()
-    const secret = (await page.getByTestId('device-secret').innerText()).trim()
+    const secret = (await page.getByTestId('device-secret').textContent())?.trim() ?? ''
     expect(secret).toMatch(/^\S{32}$/)
-    const command = (await page.getByTestId('mosquitto-command').innerText()).trim()
+    const command = (await page.getByTestId('mosquitto-command').textContent())?.trim() ?? ''
     expect(command).toContain(`-p ${gw.addresses.mqttPort} -u sensor-1@acme`)
     await screenshot('device-added')
     await sh('sh', ['-c', command])
@@ -115,7 +115,7 @@ describe('the web UI in Chromium', () => {
     await page.getByLabel('Output topic').fill('out/fahrenheit')
     await setSource(page, BROKEN)
     const compileError = page.getByTestId('compile-error')
-    await expect.poll(() => compileError.innerText(), { timeout: 10_000 }).toMatch(/Line 4, column \d+/)
+    await expect.poll(() => compileError.textContent(), { timeout: 10_000 }).toMatch(/Line 4, column \d+/)
     await screenshot('compile-error')
     await setSource(page, V1)
     await compileError.waitFor({ state: 'detached', timeout: 10_000 })
@@ -153,7 +153,7 @@ describe('the web UI in Chromium', () => {
       // Versions: the diff against v1, then one click back to it.
       await page.goto(`${gw.addresses.httpUrl}/#/tenants/acme/functions/fahrenheit`)
       const diff = page.getByTestId('version-diff')
-      await expect.poll(() => diff.innerText()).toContain("ctx.log('v2 ' + ")
+      await expect.poll(() => diff.textContent()).toContain("ctx.log('v2 ' + ")
       await page.getByRole('button', { name: 'Roll back to v1' }).click()
       await expect
         .poll(async () => (await gw.api('GET', '/tenants/acme/functions/fahrenheit')).body.function.version)
