@@ -155,7 +155,8 @@ export function mountSessionRoutes(app: Hono<Env>, auth: Authenticator, options:
       } catch {
         host = undefined
       }
-      if (host !== (c.req.header('x-forwarded-host') ?? c.req.header('host'))) {
+      const forwarded = options.trustProxy ? c.req.header('x-forwarded-host') : undefined
+      if (host !== (forwarded ?? c.req.header('host'))) {
         throw new GatewayError(GATEWAY_ERROR_CODES.forbidden, 'Cannot sign in from a page of another origin')
       }
     }
