@@ -77,6 +77,9 @@ interface SessionRow {
   expires_at: number
 }
 
+/** Sessions one user or token may have at once; signing in again ends the oldest. */
+export const MAX_SESSIONS_PER_OWNER = 32
+
 /** Last use is written at most this often per session: a page polls every few seconds. */
 const TOUCH_EVERY_MS = 60_000
 
@@ -118,6 +121,13 @@ export function createAccounts(db: Database.Database, options: AccountsOptions):
     ),
     touchSession: db.prepare('UPDATE ui_sessions SET last_seen_at = ? WHERE id_hash = ?'),
     deleteSession: db.prepare('DELETE FROM ui_sessions WHERE id_hash = ?'),
+    // Keeps an owner's newest sessions: a script that signs in on every call cannot fill the store.
+    trimUserSessions: db.prepare(
+      'DELETE FROM ui_sessions WHERE user_name = ? AND id_hash NOT IN (SELECT id_hash FROM ui_sessions WHERE user_name = ? ORDER BY created_at DESC LIMIT ?)',
+    ),
+    trimTokenSessions: db.prepare(
+      'DELETE FROM ui_sessions WHERE token_id = ? AND id_hash NOT IN (SELECT id_hash FROM ui_sessions WHERE token_id = ? ORDER BY created_at DESC LIMIT ?)',
+    ),
     sweep: db.prepare('DELETE FROM ui_sessions WHERE expires_at <= ? OR last_seen_at <= ?'),
   }
 
@@ -147,6 +157,25 @@ export function createAccounts(db: Database.Database, options: AccountsOptions):
     stmt.setPassword.run(hash, now(), name)
     stmt.deleteUserSessions.run(name)
     return toUser(requireUser(name))
+  })
+
+  /** Stores a session, first removing the owner's oldest beyond {@link MAX_SESSIONS_PER_OWNER} - 1. */
+  const insertSession = db.transaction((id: string, session: SessionRecord) => {
+    if (session.userName !== null) {
+      stmt.trimUserSessions.run(session.userName, session.userName, MAX_SESSIONS_PER_OWNER - 1)
+    } else {
+      stmt.trimTokenSessions.run(session.tokenId, session.tokenId, MAX_SESSIONS_PER_OWNER - 1)
+    }
+    stmt.insertSession.run(
+      hashSessionId(id),
+      session.csrfToken,
+      session.userName,
+      session.tokenId,
+      session.tenantId,
+      session.createdAt,
+      session.lastSeenAt,
+      session.expiresAt,
+    )
   })
 
   return {
@@ -192,16 +221,7 @@ export function createAccounts(db: Database.Database, options: AccountsOptions):
         lastSeenAt: at,
         expiresAt: at + options.sessionMaxMs,
       }
-      stmt.insertSession.run(
-        hashSessionId(id),
-        session.csrfToken,
-        session.userName,
-        session.tokenId,
-        session.tenantId,
-        at,
-        at,
-        session.expiresAt,
-      )
+      insertSession(id, session)
       return { id, session }
     },
     findSession: (id) => {

@@ -161,8 +161,9 @@ export function createApi(options: ApiOptions): Hono<Env> {
     return c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType })
   })
 
-  const openApi = buildOpenApi()
-  app.get('/api/openapi.json', (c) => c.json(openApi))
+  // Built on first request: most gateways never serve it, and it takes a walk over every schema.
+  let openApi: ReturnType<typeof buildOpenApi> | undefined
+  app.get('/api/openapi.json', (c) => c.json((openApi ??= buildOpenApi())))
   mountSessionRoutes(app, auth, authOptions)
 
   const api = new Hono<Env>()

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path'
 import { type ServerType, serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { type Logger, pino } from 'pino'
+import packageJson from '../package.json' with { type: 'json' }
 import { createWorkerPool, type WorkerPool } from '../sandbox/index.ts'
 import type { Uplink } from '../sync/index.ts'
 import { createAccounts } from './accounts.ts'
@@ -236,9 +237,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     sessionSweeper.unref()
     opened.push(() => clearInterval(sessionSweeper))
     const adminTokenId = store.findToken(hashToken(adminToken))?.id
-    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-      version: string
-    }
     const api = createApi({
       store,
       broker,
@@ -251,7 +249,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       trustProxy: config.http.trustProxy,
       sessionIdleMs,
       sessionMaxMs: config.http.sessionMaxHours * 3_600_000,
-      gatewayInfo: () => ({ version, mqttPort: brokerAddress.mqttPort, wsPort: brokerAddress.wsPort }),
+      gatewayInfo: () => ({
+        version: packageJson.version,
+        mqttPort: brokerAddress.mqttPort,
+        wsPort: brokerAddress.wsPort,
+      }),
       adminTokenId: () => adminTokenId,
       ...(config.http.ui ? { uiDir: options.uiDir ?? DEFAULT_UI_DIR } : {}),
       defaultQuotas: config.tenantDefaults.quotas,

@@ -1,6 +1,6 @@
-import { createRequire } from 'node:module'
 import { z } from 'zod'
 import { createDocument, type ZodOpenApiOperationObject, type ZodOpenApiPathsObject } from 'zod-openapi'
+import packageJson from '../package.json' with { type: 'json' }
 import {
   aclBodySchema,
   createDeviceSchema,
@@ -403,13 +403,12 @@ export function buildOpenApi(): ReturnType<typeof createDocument> {
     }
     paths[route.path] = { ...paths[route.path], [route.method]: operation }
   }
-  const { version } = createRequire(import.meta.url)('../package.json') as { version: string }
   return createDocument(
     {
       openapi: '3.1.0',
       info: {
         title: 'Taureau management API',
-        version,
+        version: packageJson.version,
         description:
           'Tenants, devices, functions, state, dead letters, the outbox and the uplink of one Taureau gateway. ' +
           'Authenticate with `Authorization: Bearer <token>` (the admin token in DATA/admin-token, or a token ' +
