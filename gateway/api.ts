@@ -163,7 +163,10 @@ export function createApi(options: ApiOptions): Hono<Env> {
 
   // Built on first request: most gateways never serve it, and it takes a walk over every schema.
   let openApi: ReturnType<typeof buildOpenApi> | undefined
-  app.get('/api/openapi.json', (c) => c.json((openApi ??= buildOpenApi())))
+  app.get('/api/openapi.json', (c) => {
+    openApi ??= buildOpenApi()
+    return c.json(openApi)
+  })
   mountSessionRoutes(app, auth, authOptions)
 
   const api = new Hono<Env>()
