@@ -22,6 +22,9 @@ import { type StateChange, StateQuotaError, type StateStore, StateWriteError } f
 import { filterCovers } from './topic-filter.ts'
 
 /** One line of a function's log: what it logged with `ctx.log`, or why an invocation failed. */
+/** The least time between two warnings that one function's queue refuses device messages. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000
+
 export interface LogLine {
   ts: number
   version: number
@@ -363,6 +366,12 @@ export function createFunctions(options: FunctionsOptions): Functions {
   /** Device messages waiting for room in their functions' queues, in arrival order. */
   const admissions: Admission[] = []
   let admissionTimer: NodeJS.Timeout | undefined
+  /**
+   * Refusals since each function's last warning about them, by tenant and function: a function
+   * that cannot keep up is logged at most once per {@link REFUSAL_LOG_INTERVAL_MS}, with the count,
+   * not once per message (at a thousand messages a second that would be the log's only content).
+   */
+  const refusalLog = new Map<string, { lastAt: number; refused: number }>()
   const idleWaiters: Array<() => void> = []
   let compiles = 0
   let closed = false
@@ -1244,10 +1253,23 @@ export function createFunctions(options: FunctionsOptions): Functions {
         journalMessage(head)
         continue
       }
-      logger.warn(
-        { tenant: head.message.tenantId, function: full.name, topic: head.message.topic },
-        'a function cannot keep up: a device message is refused until its queue has room',
-      )
+      const logKey = `${head.message.tenantId}\u0000${full.name}`
+      const entry = refusalLog.get(logKey) ?? { lastAt: Number.NEGATIVE_INFINITY, refused: 0 }
+      entry.refused++
+      refusalLog.set(logKey, entry)
+      if (performance.now() - entry.lastAt >= REFUSAL_LOG_INTERVAL_MS) {
+        logger.warn(
+          {
+            tenant: head.message.tenantId,
+            function: full.name,
+            topic: head.message.topic,
+            refused: entry.refused,
+          },
+          'a function cannot keep up: device messages are refused until its queue has room (refused: since the last such warning)',
+        )
+        entry.lastAt = performance.now()
+        entry.refused = 0
+      }
       if (head.message.source !== undefined) head.message.source.connection.refused = true
       head.done(
         new Error(

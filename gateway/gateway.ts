@@ -118,6 +118,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       memoryLimitBytes: config.functions.tenantMemoryMb * 1024 * 1024,
       // Workers read committed function state through their own read-only connections.
       stateDatabase: join(dataDir, STORE_FILE),
+      idleEvictMs: config.functions.idleEvictMs,
       onWorkerError: (error) => logger.error({ err: error }, 'a sandbox worker crashed'),
     })
     opened.push(() => pool.close())

@@ -40,6 +40,8 @@ export interface PasswordHasherOptions {
   memLimitBytes?: number
   /** Jobs waiting for the worker before new ones are refused. Default 256. */
   maxQueued?: number
+  /** How long the worker may sit idle before it exits; default {@link IDLE_EXIT_MS}. */
+  idleExitMs?: number
 }
 
 /**
@@ -51,6 +53,8 @@ export interface PasswordHasherOptions {
 export interface PasswordHasher {
   hash(secret: string): Promise<string>
   verify(hash: string, secret: string): Promise<boolean>
+  /** Whether its worker thread runs now: from the first job until it has been idle a while. */
+  readonly running: boolean
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -63,18 +67,21 @@ interface Job {
 const require = createRequire(import.meta.url)
 const VERIFIED_CACHE_ENTRIES = 10_000
 
-/** Starts the hashing worker. */
+/**
+ * How long the worker may sit idle before it exits. Argon2id's memory stays with a worker's
+ * WebAssembly instance (about 20 MiB at the default cost, plus the thread), and sign-ins come in
+ * bursts: when devices reconnect, and rarely after. The next job starts a new worker (tens of ms).
+ */
+const IDLE_EXIT_MS = 30_000
+
+/** Starts the hasher; its worker runs while there are jobs and exits after {@link IDLE_EXIT_MS} idle. */
 export function createPasswordHasher(options: PasswordHasherOptions = {}): PasswordHasher {
   const maxQueued = options.maxQueued ?? 256
-  const worker = new Worker(WORKER_SOURCE, {
-    eval: true,
-    workerData: {
-      sodiumPath: require.resolve('libsodium-wrappers-sumo'),
-      opsLimit: options.opsLimit ?? 2,
-      memLimitBytes: options.memLimitBytes ?? 19 * 1024 * 1024,
-    },
-  })
-  worker.unref()
+  const workerData = {
+    sodiumPath: require.resolve('libsodium-wrappers-sumo'),
+    opsLimit: options.opsLimit ?? 2,
+    memLimitBytes: options.memLimitBytes ?? 19 * 1024 * 1024,
+  }
   const jobs = new Map<number, Job>()
   let nextId = 1
   let closed = false
@@ -84,22 +91,41 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
   // about whether the device exists or was online. A new hash (rotation) never matches an old entry.
   const verified = new Set<string>()
 
-  worker.on('message', (message: { id?: number; result?: string | boolean; error?: string }) => {
-    if (message.id === undefined) return
-    const job = jobs.get(message.id)
-    if (job === undefined) return
-    jobs.delete(message.id)
-    if (message.error !== undefined) job.reject(new Error(message.error))
-    else job.resolve(message.result as string | boolean)
-  })
-  let workerExited = false
-  worker.once('exit', () => {
-    workerExited = true
-  })
-  worker.on('error', (error) => {
-    for (const job of jobs.values()) job.reject(error)
-    jobs.clear()
-  })
+  let worker: Worker | undefined
+  let idleTimer: NodeJS.Timeout | undefined
+
+  /** Asks a worker to exit after the jobs sent to it; terminates it if it does not in time. */
+  const stopWorker = async (stopping: Worker): Promise<void> => {
+    const exited = new Promise<void>((resolve) => stopping.once('exit', () => resolve()))
+    stopping.ref()
+    stopping.postMessage({ kind: 'close' })
+    // Only a worker that does not exit in time is terminated (terminating one mid-way through
+    // loading or running WebAssembly is what a clean shutdown should not depend on).
+    const timer = setTimeout(() => void stopping.terminate(), 5_000)
+    await exited
+    clearTimeout(timer)
+  }
+
+  const startWorker = (): Worker => {
+    const started = new Worker(WORKER_SOURCE, { eval: true, workerData })
+    started.unref()
+    started.on('message', (message: { id?: number; result?: string | boolean; error?: string }) => {
+      if (message.id === undefined) return
+      const job = jobs.get(message.id)
+      if (job === undefined) return
+      jobs.delete(message.id)
+      if (message.error !== undefined) job.reject(new Error(message.error))
+      else job.resolve(message.result as string | boolean)
+    })
+    started.once('exit', () => {
+      if (worker === started) worker = undefined
+    })
+    started.on('error', (error) => {
+      for (const job of jobs.values()) job.reject(error)
+      jobs.clear()
+    })
+    return started
+  }
 
   const run = (message: Record<string, unknown>): Promise<string | boolean> => {
     if (closed)
@@ -114,13 +140,23 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
         ),
       )
     }
+    clearTimeout(idleTimer)
+    worker ??= startWorker()
+    const current = worker
     const id = nextId++
     return new Promise((resolve, reject) => {
       jobs.set(id, { resolve, reject })
-      worker.ref()
-      worker.postMessage({ ...message, id })
+      current.ref()
+      current.postMessage({ ...message, id })
     }).finally(() => {
-      if (jobs.size === 0) worker.unref()
+      if (jobs.size > 0 || closed) return
+      current.unref()
+      idleTimer = setTimeout(() => {
+        if (worker !== current || jobs.size > 0) return
+        worker = undefined
+        void stopWorker(current)
+      }, options.idleExitMs ?? IDLE_EXIT_MS)
+      idleTimer.unref()
     }) as Promise<string | boolean>
   }
 
@@ -139,22 +175,19 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
       }
       return ok
     },
+    get running() {
+      return worker !== undefined
+    },
     close: async () => {
       if (closed) return
       closed = true
+      clearTimeout(idleTimer)
       for (const job of jobs.values())
         job.reject(new GatewayError(GATEWAY_ERROR_CODES.internal, 'Cannot hash as the hasher closed'))
       jobs.clear()
-      // Let the worker finish and exit on its own: it is asked after its queued jobs, and only a
-      // worker that does not exit in time is terminated (terminating one mid-way through loading or
-      // running WebAssembly is what a clean shutdown should not depend on).
-      if (workerExited) return
-      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
-      worker.ref()
-      worker.postMessage({ kind: 'close' })
-      const timer = setTimeout(() => void worker.terminate(), 5_000)
-      await exited
-      clearTimeout(timer)
+      const stopping = worker
+      worker = undefined
+      if (stopping !== undefined) await stopWorker(stopping)
     },
     [Symbol.asyncDispose]: () => hasher.close(),
   }

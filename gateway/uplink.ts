@@ -5,6 +5,7 @@ import {
   decodeKey,
   encodeRecordContent,
   loadIdentity,
+  UPLINK_CLOSING_REASON,
   type Uplink,
   type UplinkRecord,
   unsendable,
@@ -120,7 +121,11 @@ export async function startUplink(options: {
       onEvent(event) {
         if (event.type === 'connected') logger.info({ session: event.session }, 'uplink connected')
         else if (event.type === 'disconnected')
-          logger.warn({ session: event.session, reason: event.reason }, 'uplink disconnected')
+          // Closing with the gateway is no cause for a warning.
+          logger[event.reason === UPLINK_CLOSING_REASON ? 'info' : 'warn'](
+            { session: event.session, reason: event.reason },
+            'uplink disconnected',
+          )
         else if (event.type === 'alarm')
           logger.warn(
             { backlogCells: event.backlogCells },

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import { SANDBOX_ERROR_CODES, SandboxError } from './errors.ts'
+import { startModuleWorker } from './module-worker.ts'
 import { sharedClockNow } from './shared-clock.ts'
 import type {
   CallOutcome,
@@ -21,6 +22,7 @@ import {
   setWaiting,
   type UnitResult,
   type WorkerJob,
+  type WorkerNotice,
   type WorkerReply,
   type WorkerRequest,
   type WorkerStartData,
@@ -65,6 +67,14 @@ export interface WorkerPoolOptions {
   maxCallsPerMessage?: number
   /** CPU deadline of a function's top-level code when it is compiled. Default 1000 ms. */
   compileDeadlineMs?: number
+  /**
+   * A tenant whose functions have not run (nor been compiled) on its worker for this long has its
+   * sandbox dropped there, and rebuilt, its functions compiled again, at its next work: about
+   * 0.45 MB of memory per idle tenant with one small function (measured), for a cold start of a
+   * few ms (more for heavy top levels, charged to the tenant). Module-level variables start again
+   * then, as after a crash. 0 keeps sandboxes as long as their worker. Default 60 000 ms.
+   */
+  idleEvictMs?: number
   isolation?: IsolationOptions
   /**
    * The gateway's SQLite file (WAL mode). Each worker opens it read-only for the committed
@@ -160,6 +170,8 @@ export interface WorkerPool {
   readonly isolations: number
   /** Messages sent to workers; each carries many calls when there are many to send. */
   readonly messages: number
+  /** Tenant sandboxes dropped by their workers after `idleEvictMs` without work. */
+  readonly evictions: number
   /** Worker threads running now: the shared ones sent work so far and the isolation workers in use. */
   readonly workers: number
   close(): Promise<void>
@@ -168,22 +180,18 @@ export interface WorkerPool {
 
 /** Shared by the workers of every pool in this process (see WorkerStartData.flagLock). */
 const FLAG_LOCK = new SharedArrayBuffer(4)
-const WORKER_URL = new URL('./worker-main.ts', import.meta.url)
-const WORKER_BOOTSTRAP = `
-const { workerData } = require('node:worker_threads')
-import(workerData.tsx)
-  .then((tsx) => tsx.register())
-  .then(() => import(workerData.main))
-`
-/**
- * tsx's API, resolved here: an eval'd worker resolves bare specifiers from the process's working
- * directory, which is anywhere when the gateway runs as a service.
- */
-const TSX_API_URL = import.meta.resolve('tsx/esm/api')
+const WORKER_ENTRY = { source: new URL('./worker-main.ts', import.meta.url), bundled: 'sandbox-worker.mjs' }
 /** Workers of a slot that die before they are ready, in a row, after which it starts one only for work. */
 const MAX_START_FAILURES = 3
 /** Native stack of a worker: QuickJS's 256 KiB limit needs 64 times that (see TenantSandboxOptions). */
 const WORKER_STACK_MB = 16
+/**
+ * V8's young generation of a worker. Its default (16 MiB semi-spaces) grows under a stream of calls
+ * to hold about 14 MB more of the worker's memory than this, measured, for no measurable throughput
+ * (see sandbox/README.md): a worker's JavaScript objects are the calls' messages and their
+ * results, short-lived; what tenants keep lives in their WebAssembly memories.
+ */
+const WORKER_YOUNG_GENERATION_MB = 8
 /** Messages a worker may hold: one running, one waiting, so it never idles between them. */
 const MAX_MESSAGES_IN_FLIGHT = 2
 /** Half-life of a tenant's CPU account, in ms. */
@@ -311,6 +319,10 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   const sliceMs = options.sliceMs ?? 5
   const maxUnits = options.maxCallsPerMessage ?? 256
   const compileDeadlineMs = options.compileDeadlineMs ?? 1000
+  const idleEvictMs = options.idleEvictMs ?? 60_000
+  if (!Number.isInteger(idleEvictMs) || idleEvictMs < 0) {
+    throw new RangeError(`Cannot create a worker pool with idleEvictMs ${idleEvictMs} (an integer >= 0)`)
+  }
   const isolationWorkers = options.isolation?.workers ?? 1
   const cpuShare = options.isolation?.cpuShare ?? 0.5
   const quietMs = options.isolation?.quietMs ?? 60_000
@@ -322,25 +334,22 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   let messages = 0
   let restarts = 0
   let isolations = 0
+  let evictions = 0
   let closed = false
 
   /** Starts a worker for a slot; `slotOf` is read when events come, as the slot may not exist yet. */
   const startWorker = (slotOf: () => Slot, buffer: SharedArrayBuffer): Worker => {
     const data: WorkerStartData = {
-      main: WORKER_URL.href,
-      tsx: TSX_API_URL,
       memoryLimitBytes: options.memoryLimitBytes,
       compileDeadlineMs,
+      idleEvictMs,
       progress: buffer,
       stateDatabase: options.stateDatabase,
       flagLock: FLAG_LOCK,
     }
-    // Workers load the TypeScript sources through tsx, as the main thread does: a worker does not
-    // inherit the main thread's module hooks, so a small bootstrap registers them first.
-    const worker = new Worker(WORKER_BOOTSTRAP, {
-      eval: true,
+    const worker = startModuleWorker(WORKER_ENTRY, {
       workerData: data,
-      resourceLimits: { stackSizeMb: WORKER_STACK_MB },
+      resourceLimits: { stackSizeMb: WORKER_STACK_MB, maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
     })
     let ready = false
     let ended = false
@@ -350,12 +359,13 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       if (!ready && slotOf().worker === worker) slotOf().startFailures++
       onLost(slotOf(), worker, why)
     }
-    worker.on('message', (reply: WorkerReply | { ready: true }) => {
+    worker.on('message', (reply: WorkerReply | WorkerNotice) => {
       if (slotOf().worker !== worker) return
       if ('ready' in reply) {
         ready = true
         slotOf().startFailures = 0
-      } else onReply(slotOf(), reply)
+      } else if ('evicted' in reply) evictions += reply.evicted
+      else onReply(slotOf(), reply)
     })
     worker.on('error', (error) => {
       options.onWorkerError?.(error)
@@ -1092,6 +1102,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     },
     get messages() {
       return messages
+    },
+    get evictions() {
+      return evictions
     },
     get workers() {
       return closed

@@ -3,12 +3,13 @@ import type { HandlerName, InvocationCall, InvocationResult, StateWrite } from '
 
 /** What the pool hands a worker when it starts it. */
 export interface WorkerStartData {
-  /** URL of worker-main.ts. */
-  main: string
-  /** URL of tsx's API, which the worker registers before it loads `main`. */
-  tsx: string
   memoryLimitBytes: number
   compileDeadlineMs: number
+  /**
+   * A tenant sandbox not used for this long is dropped, its functions kept as source and compiled
+   * again at its next work (see worker-main's evictIdle); 0 keeps sandboxes until they break.
+   */
+  idleEvictMs: number
   /** The worker's progress record (see writeProgress). */
   progress: SharedArrayBuffer
   /**
@@ -93,6 +94,12 @@ export interface WorkerReply {
   /** Host time each unit took, in ms (0 for units not run). */
   spentMs: number[]
 }
+
+/**
+ * A note from a worker that is no answer to a message: it is ready (its first spare instance is
+ * made), or it dropped the sandboxes of `evicted` tenants it had not used for `idleEvictMs`.
+ */
+export type WorkerNotice = { ready: true } | { evicted: number }
 
 /** What the worker is running now, for the pool's watchdog; written by the worker only. */
 export interface Progress {

@@ -13,7 +13,10 @@ export type _StoreAnswer =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; name: string; message: string; code?: SyncErrorCode }
 
-const WORKER_URL = new URL('./cloud-store-thread-worker.ts', import.meta.url)
+const WORKER_ENTRY = {
+  source: new URL('./cloud-store-thread-worker.ts', import.meta.url),
+  bundled: 'cloud-store-worker.mjs',
+}
 
 /**
  * The SQLite cloud store in a worker thread of its own. Its commits wait for the disk (fsync), and
@@ -26,7 +29,7 @@ export async function createThreadedSqliteCloudStore(options: {
   /** Told once if the worker dies while the store is open: every later call fails. */
   onFailure?: (error: Error) => void
 }): Promise<CloudStore> {
-  const worker: Worker = _startWorker(WORKER_URL, { file: options.file })
+  const worker: Worker = _startWorker(WORKER_ENTRY, { file: options.file })
   const pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>()
   let nextId = 1
   let failure: Error | undefined

@@ -37,5 +37,6 @@ export {
   type UplinkSource,
   type UplinkStatus,
 } from './uplink.ts'
+export { UPLINK_CLOSING_REASON } from './uplink-protocol.ts'
 export { encodeRecordContent, type UplinkRecordContent, unsendable } from './uplink-record.ts'
 export { CELL_SIZES, DEFAULT_CELL_BYTES } from './wire.ts'

@@ -1,6 +1,9 @@
 import type { ShaperMode } from './shaper.ts'
 
 /** What the uplink's main side starts its worker with. */
+/** The reason of the last `disconnected` event when the uplink was asked to close. */
+export const UPLINK_CLOSING_REASON = 'the uplink is closing'
+
 export interface UplinkWorkerData {
   host: string
   port: number

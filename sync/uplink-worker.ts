@@ -10,6 +10,7 @@ import { createInitiator, sodiumReady } from './noise-ik.ts'
 import { createShaper, type ShaperClock } from './shaper.ts'
 import {
   emptyWireStats,
+  UPLINK_CLOSING_REASON,
   type UplinkCommand,
   type UplinkEvent,
   type UplinkWireStats,
@@ -240,7 +241,9 @@ function lost(link: Link, reason: string): void {
   link.open = false
   link.shaper?.stop()
   for (const timer of link.timers) clearTimeout(timer)
-  if (link.session !== 0) post({ type: 'disconnected', session: link.session, reason })
+  if (link.session !== 0) {
+    post({ type: 'disconnected', session: link.session, reason: closing ? UPLINK_CLOSING_REASON : reason })
+  }
   if (closing) {
     post({ type: 'closed' })
     return

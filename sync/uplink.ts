@@ -86,7 +86,7 @@ const RECORD_HEADER_BYTES = 12
 /** Most records read from the source at once; fewer when the window has less room (see pump). */
 const READ_BATCH = 256
 
-const WORKER_URL = new URL('./uplink-worker.ts', import.meta.url)
+const WORKER_ENTRY = { source: new URL('./uplink-worker.ts', import.meta.url), bundled: 'uplink-worker.mjs' }
 
 /**
  * The gateway's side of the private uplink. Records are read from the source in seq order and
@@ -242,7 +242,7 @@ export function createUplink(options: UplinkOptions): Uplink {
   }
   /** Starts the worker; one that dies is replaced a second later (the outbox keeps what it had). */
   const startWorker = (): void => {
-    worker = _startWorker(WORKER_URL, data)
+    worker = _startWorker(WORKER_ENTRY, data)
     const own = worker
     own.on('message', (event: UplinkEvent) => {
       if (worker === own) onMessage(event)

@@ -48,3 +48,17 @@ test('generateSecret() gives 32 base64url characters, different each time', () =
   expect(a).toMatch(/^[A-Za-z0-9_-]{32}$/)
   expect(generateSecret()).not.toBe(a)
 })
+
+test('the worker starts with the first job, exits when idle, and starts again for the next', async () => {
+  await using hasher = createPasswordHasher({ ...CHEAP, idleExitMs: 50 })
+  expect(hasher.running).toBe(false)
+  const hash = await hasher.hash('secret')
+  expect(hasher.running).toBe(true)
+  const start = Date.now()
+  while (hasher.running && Date.now() - start < 5000) await new Promise((resolve) => setTimeout(resolve, 10))
+  expect(hasher.running).toBe(false)
+  // A new worker answers, and a wrong secret is still checked in full.
+  expect(await hasher.verify(hash, 'wrong')).toBe(false)
+  expect(hasher.running).toBe(true)
+  expect(await hasher.verify(hash, 'secret')).toBe(true)
+})

@@ -1,0 +1,31 @@
+import { readFileSync } from 'node:fs'
+import { expect, it } from 'vitest'
+import { buildGateway, CLI_BUNDLE } from '../../gateway/build.ts'
+import { tempDir, until } from '../helpers/gateway.ts'
+import { spawnDemo } from '../helpers/gateway-process.ts'
+
+it('the bundled CLI runs the demo end to end without tsx', async () => {
+  const outputs = await buildGateway()
+  expect(outputs.map((output) => output.file).sort()).toEqual([
+    'bin/cloud-store-worker.mjs',
+    'bin/sandbox-worker.mjs',
+    'bin/taureau.mjs',
+    'bin/uplink-worker.mjs',
+  ])
+  // No TypeScript is left to load: a bundle that imported a .ts file would need tsx.
+  for (const { file } of outputs) expect(readFileSync(file, 'utf8')).not.toMatch(/from "[^"]+\.ts"/)
+  const demo = spawnDemo({
+    command: [process.execPath, CLI_BUNDLE],
+    args: ['--data', tempDir(), '--cloud-data', tempDir(), '--interval', '1', '--devices', '5'],
+  })
+  try {
+    await until(
+      () => demo.output.some((line) => /devices 5\/5 online.*cloud [1-9]\d* records/.test(line)),
+      'records in the cloud',
+      60_000,
+    )
+    expect(demo.stderr()).toBe('')
+  } finally {
+    expect(await demo.stop()).toBe(0)
+  }
+}, 90_000)
