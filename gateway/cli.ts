@@ -4,6 +4,8 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 import packageJson from '../package.json' with { type: 'json' }
 import { ApiError, type ApiTarget, callApi, followEvents, resolveApiTarget } from './api-client.ts'
 import { addCloudCommands } from './cli-cloud.ts'
+import { addDemoCommand } from './cli-demo.ts'
+import { addSimCommand } from './cli-sim.ts'
 import type { ConfigLayer } from './config.ts'
 import { GatewayError } from './errors.ts'
 import type { FunctionVersion } from './function-store.ts'
@@ -910,6 +912,8 @@ stateKeyCommand('delete', 'delete a key').action(
 )
 
 addCloudCommands(program)
+addSimCommand(program)
+addDemoCommand(program)
 
 try {
   await program.parseAsync(process.argv)

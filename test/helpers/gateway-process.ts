@@ -21,6 +21,8 @@ export interface SpawnGatewayOptions {
   stderr?: 'inherit' | 'pipe' | 'ignore'
   /** Longest wait of one API call, in ms. */
   apiTimeoutMs?: number
+  /** The CLI to run, with arguments before `gateway`; default `[BIN]`, the checkout's (tsx). */
+  command?: [string, ...string[]]
 }
 
 /** A `taureau gateway` child process, ready, with its addresses and an API caller. */
@@ -43,7 +45,8 @@ export async function spawnGateway(options: SpawnGatewayOptions): Promise<Gatewa
   const args = ['gateway', '--data', dataDir, '--host', '127.0.0.1', '--ws-port', '0']
   args.push('--mqtt-port', String(options.mqttPort ?? 0), '--http-port', String(options.httpPort ?? 0))
   args.push(...(options.args ?? []))
-  const child = spawn(BIN, args, {
+  const [file, ...prefix] = options.command ?? [BIN]
+  const child = spawn(file, [...prefix, ...args], {
     env: { ...process.env, TAUREAU_LOG_LEVEL: options.logLevel ?? 'silent' },
     stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'],
   })
@@ -79,6 +82,55 @@ export async function spawnGateway(options: SpawnGatewayOptions): Promise<Gatewa
       if (child.exitCode !== null || child.signalCode !== null) return
       child.kill('SIGKILL')
       await exited
+    },
+  }
+}
+
+/** A `taureau demo` child process on 127.0.0.1 with every port picked by the system. */
+export interface DemoProcess {
+  child: ChildProcess
+  /** Its stdout, line by line, as it comes. */
+  readonly output: string[]
+  /** Its stderr so far (the gateway's warnings and errors). */
+  stderr(): string
+  /** Resolves once it printed its addresses: the API and UI's URL and the MQTT port. */
+  ready(): Promise<{ httpUrl: string; mqttPort: number }>
+  /** SIGINT, and its exit code. */
+  stop(): Promise<number | null>
+}
+
+/** Starts `taureau demo` with `args` (data dirs, devices, …) after the port options. */
+export function spawnDemo(options: { command?: [string, ...string[]]; args: string[] }): DemoProcess {
+  const [file, ...prefix] = options.command ?? [BIN]
+  const ports = ['--mqtt-port', '0', '--ws-port', '0', '--http-port', '0', '--cloud-port', '0']
+  const child = spawn(file, [...prefix, 'demo', '--host', '127.0.0.1', ...ports, ...options.args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const exited = once(child, 'exit')
+  const output: string[] = []
+  let stderr = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => output.push(line))
+  return {
+    child,
+    output,
+    stderr: () => stderr,
+    async ready() {
+      for (;;) {
+        const text = output.join('\n')
+        const httpUrl = /web UI\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(text)?.[1]
+        const mqttPort = /MQTT\s+mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1]
+        if (httpUrl !== undefined && mqttPort !== undefined) return { httpUrl, mqttPort: Number(mqttPort) }
+        if (child.exitCode !== null) throw new Error(`the demo exited with ${child.exitCode}: ${stderr}`)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT')
+      const [code] = await exited
+      return code as number | null
     },
   }
 }
