@@ -2,6 +2,7 @@ import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { histogramOf, type LatencyHistogram } from './_histogram.ts'
 import type { BenchCredentials, BrokerCpuSample } from './_protocol.ts'
 import { percentiles } from './_stats.ts'
 
@@ -13,6 +14,8 @@ export interface Scenario {
   name: string
   qos: 0 | 1
   shape: LoadShape
+  /** `rate` shape: total msg/s offered; the run's `ratePerSec` option when absent. */
+  ratePerSec?: number
 }
 
 /** Every scenario, in the order a round runs them. */
@@ -22,6 +25,20 @@ export const SCENARIOS: readonly Scenario[] = [
   { name: 'qos0-rate', qos: 0, shape: 'rate' },
   { name: 'qos1-rate', qos: 1, shape: 'rate' },
 ]
+
+/**
+ * The load sweep: one fixed-rate scenario per offered rate, all at one QoS, named
+ * `qos1-offered-4000`. With the saturating scenario of that QoS they give delivered msg/s and
+ * latency against offered load.
+ */
+export function sweepScenarios(ratesPerSec: readonly number[], qos: 0 | 1): Scenario[] {
+  return ratesPerSec.map((ratePerSec) => ({
+    name: `qos${qos}-offered-${ratePerSec}`,
+    qos,
+    shape: 'rate',
+    ratePerSec,
+  }))
+}
 
 /** Options of {@link runLoad}. */
 export interface LoadOptions {
@@ -61,6 +78,10 @@ export interface RunResult {
   /** CPU time of this process (publishers and subscriber) over wall time. */
   loadGenCpuCores: number
   latencySamples: number
+  /** Every latency of the window (up to the sample cap), in log bins: for CDFs over pooled rounds. */
+  latencyHistogram: LatencyHistogram
+  /** `rate` shape: total msg/s offered. */
+  offeredPerSec?: number
   latencyP50Ms: number
   latencyP99Ms: number
   latencyMaxMs: number
@@ -187,6 +208,7 @@ async function subscribe(client: MqttClient, qos: 0 | 1): Promise<number> {
 export async function runLoad(options: LoadOptions): Promise<RunResult> {
   const { scenario, windowSize } = options
   const { qos } = scenario
+  const ratePerSec = scenario.ratePerSec ?? options.ratePerSec
   const clients: MqttClient[] = []
   const publishers: Publisher[] = []
   const byDevice = new Map<string, Publisher>()
@@ -245,10 +267,10 @@ export async function runLoad(options: LoadOptions): Promise<RunResult> {
   let rateStartedAt = 0
   let scheduled = 0
   let nextPublisher = 0
-  const maxBacklog = Math.max(1, Math.ceil(options.ratePerSec * RATE_MAX_BACKLOG_SEC))
+  const maxBacklog = Math.max(1, Math.ceil(ratePerSec * RATE_MAX_BACKLOG_SEC))
   const rateTick = (): void => {
     if (!running) return
-    const due = Math.floor(((performance.now() - rateStartedAt) * options.ratePerSec) / 1000)
+    const due = Math.floor(((performance.now() - rateStartedAt) * ratePerSec) / 1000)
     let toSend = due - scheduled
     if (toSend > maxBacklog) {
       if (measuring) shortfall += toSend - maxBacklog
@@ -379,6 +401,9 @@ export async function runLoad(options: LoadOptions): Promise<RunResult> {
       brokerEnd.userMicros + brokerEnd.systemMicros - (brokerStart.userMicros + brokerStart.systemMicros)
     const eluActiveMs = brokerEnd.eluActiveMs - brokerStart.eluActiveMs
     const eluIdleMs = brokerEnd.eluIdleMs - brokerStart.eluIdleMs
+    const latencyHistogram = histogramOf(
+      latenciesMicros.subarray(0, latencyCount).map((micros) => micros / 1000),
+    )
     const [p50, p99, max] = percentiles(latenciesMicros, latencyCount, [0.5, 0.99, 1])
     return {
       measuredMs,
@@ -390,6 +415,8 @@ export async function runLoad(options: LoadOptions): Promise<RunResult> {
       brokerEventLoopUtilization: eluActiveMs / (eluActiveMs + eluIdleMs),
       loadGenCpuCores: (loadGenCpu.user + loadGenCpu.system) / 1000 / measuredMs,
       latencySamples: latencyCount,
+      latencyHistogram,
+      ...(scenario.shape === 'rate' ? { offeredPerSec: ratePerSec } : {}),
       latencyP50Ms: (p50 ?? Number.NaN) / 1000,
       latencyP99Ms: (p99 ?? Number.NaN) / 1000,
       latencyMaxMs: (max ?? Number.NaN) / 1000,

@@ -1,13 +1,14 @@
 // The durability benchmark (`npm run bench:durability`, also run by `npm run bench`; see
-// docs/BENCHMARKS.md). Acknowledged QoS 1 messages per second through the journal, a function
+// docs/benchmark-methods.md#durability). Acknowledged QoS 1 messages per second through the journal, a function
 // (`ctx.emit`) and the outbox, in both durability modes, against the same load with journaling
 // off (the peer); the effect of the group-commit window; bytes written to disk per message.
 // Every run is a fresh gateway child (`taureau gateway --config FILE`) on a fresh temp data dir;
 // a run whose outbox does not hold one record per acknowledged message fails the benchmark.
-// Progress goes to stderr, the results table to stdout and a JSON file in test/bench/results.
+// Progress goes to stderr, the results tables to stdout and a section file (see _section.ts) to
+// test/bench/results.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { arch, cpus, loadavg, platform, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -16,6 +17,10 @@ import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import mqtt, { type MqttClient } from 'mqtt'
+import { histogramCdf, histogramOf, type LatencyHistogram, mergeHistograms } from './_histogram.ts'
+import { formatNumber, plural, sectionSummary } from './_markdown.ts'
+import { byMode } from './_quick.ts'
+import { type BenchFigure, type BenchPlot, type BenchSection, writeSection } from './_section.ts'
 import { median, percentiles } from './_stats.ts'
 
 const BIN = resolve(import.meta.dirname, '../../bin/taureau')
@@ -42,21 +47,29 @@ const RATE_WARMUP_MS = 500
  */
 const DEFAULT_GATEWAY_CONFIG = '{}'
 
+/** Goal of the durability issue: power-loss mode sustains this many msg/s with an ack p99 under the bound. */
+const GOAL = { ackedPerSec: 5000, ackP99Ms: 20 } as const
+
+// Quick mode (`--quick`, BENCH_QUICK=1) only shortens the defaults; explicit values still win.
 const { values: flags } = parseArgs({
   options: {
-    seconds: { type: 'string', default: process.env.BENCH_DUR_SECONDS ?? '2' },
-    'warmup-seconds': { type: 'string', default: process.env.BENCH_DUR_WARMUP_SECONDS ?? '1' },
-    rounds: { type: 'string', default: process.env.BENCH_DUR_ROUNDS ?? '3' },
+    seconds: { type: 'string', default: process.env.BENCH_DUR_SECONDS ?? byMode('2', '1') },
+    'warmup-seconds': {
+      type: 'string',
+      default: process.env.BENCH_DUR_WARMUP_SECONDS ?? byMode('1', '0.5'),
+    },
+    rounds: { type: 'string', default: process.env.BENCH_DUR_ROUNDS ?? byMode('3', '1') },
     publishers: { type: 'string', default: process.env.BENCH_DUR_PUBLISHERS ?? '8' },
     window: { type: 'string', default: process.env.BENCH_DUR_WINDOW ?? '32' },
     rate: { type: 'string', default: process.env.BENCH_DUR_RATE ?? '5000' },
-    'rate-seconds': { type: 'string', default: process.env.BENCH_DUR_RATE_SECONDS ?? '2' },
+    'rate-seconds': { type: 'string', default: process.env.BENCH_DUR_RATE_SECONDS ?? byMode('2', '1') },
     configs: { type: 'string', default: process.env.BENCH_DUR_CONFIGS ?? 'all' },
     'gateway-config': {
       type: 'string',
       default: process.env.BENCH_DUR_GATEWAY_CONFIG ?? DEFAULT_GATEWAY_CONFIG,
     },
     'results-dir': { type: 'string', default: 'test/bench/results' },
+    quick: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
@@ -344,6 +357,8 @@ interface PhaseResult {
   ackP50Ms: number
   ackP99Ms: number
   ackMaxMs: number
+  /** Every ack latency of the window, in log bins: for CDFs over pooled rounds. */
+  ackLatencyHistogram: LatencyHistogram
   writeBytesPerMsg: number
   wcharPerMsg: number
   commits: number
@@ -516,6 +531,7 @@ async function runLoad(gateway: GatewayChild, runId: string) {
     const commits = end.journal.commits - start.journal.commits
     const loadGenCpu =
       (end.loadGenCpu.user + end.loadGenCpu.system - start.loadGenCpu.user - start.loadGenCpu.system) / 1e6
+    const ackLatencyHistogram = histogramOf(latencies, latencyCount)
     const [p50, p99, max] = percentiles(latencies, latencyCount, [0.5, 0.99, 1])
     const result: PhaseResult = {
       shape: phaseShape,
@@ -527,6 +543,7 @@ async function runLoad(gateway: GatewayChild, runId: string) {
       ackP50Ms: p50 as number,
       ackP99Ms: p99 as number,
       ackMaxMs: max as number,
+      ackLatencyHistogram,
       writeBytesPerMsg: (end.io.writeBytes - start.io.writeBytes) / acked,
       wcharPerMsg: (end.io.wchar - start.io.wchar) / acked,
       commits,
@@ -623,6 +640,56 @@ const fixed = (value: number, digits = 0) =>
     ? value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
     : 'n/a'
 
+/** Medians over the rounds of one configuration, and its per-round ratio to the peer. */
+function durabilityRow(config: BenchConfig, runs: readonly Run[], peerName: string | undefined) {
+  const mine = runs.filter((run) => run.config === config.name)
+  const sat = mine.map((run) => run.saturating)
+  const rate = mine.flatMap((run) => (run.rate === null ? [] : [run.rate]))
+  const med = (values: number[]) => median(values)
+  // Per-round ratio to the peer of the same round: the two runs are seconds apart.
+  const ratios = mine.flatMap((run) => {
+    const peer = runs.find((other) => other.config === peerName && other.round === run.round)
+    return peer === undefined ? [] : [run.saturating.ackedPerSec / peer.saturating.ackedPerSec]
+  })
+  const files = mine.at(-1)?.storeFiles ?? {}
+  return {
+    config: config.name,
+    durability: config.durability,
+    ackedPerSec: med(sat.map((r) => r.ackedPerSec)),
+    ackedPerSecRounds: sat.map((r) => Math.round(r.ackedPerSec)),
+    processedPerSec: med(sat.map((r) => r.processedPerSec)),
+    backlogAtEnd: med(sat.map((r) => r.backlogAtEnd)),
+    ackP50Ms: med(sat.map((r) => r.ackP50Ms)),
+    ackP99Ms: med(sat.map((r) => r.ackP99Ms)),
+    ratioToPeer: med(ratios),
+    ratioToPeerRounds: ratios,
+    writesPerCommit: med(sat.map((r) => r.writesPerCommit)),
+    commitMeanMs: med(sat.map((r) => r.commitMeanMs)),
+    commitsPerSec: med(sat.map((r) => r.commits / (r.measuredMs / 1000))),
+    commitsOver10MsShare: med(sat.map((r) => r.commitsOver10Ms / r.commits)),
+    commitShare: med(sat.map((r) => r.commitShare)),
+    cpuPressureShare: med(sat.map((r) => r.cpuPressureShare)),
+    rateProcessedPerSec: med(rate.map((r) => r.processedPerSec)),
+    rateBacklogAtEnd: med(rate.map((r) => r.backlogAtEnd)),
+    rateCommitMeanMs: med(rate.map((r) => r.commitMeanMs)),
+    writeBytesPerMsg: med(sat.map((r) => r.writeBytesPerMsg)),
+    wcharPerMsg: med(sat.map((r) => r.wcharPerMsg)),
+    childCpuCores: med(sat.map((r) => r.childCpuCores)),
+    mainThreadCpuCores: med(sat.map((r) => r.mainThreadCpuCores)),
+    loadGenCpuCores: med(sat.map((r) => r.loadGenCpuCores)),
+    rateAckedPerSec: med(rate.map((r) => r.ackedPerSec)),
+    rateAckP50Ms: med(rate.map((r) => r.ackP50Ms)),
+    rateAckP99Ms: med(rate.map((r) => r.ackP99Ms)),
+    rateAckP99MsRounds: rate.map((r) => Number(r.ackP99Ms.toFixed(2))),
+    rateShortfall: med(rate.map((r) => r.rateShortfall)),
+    rateWriteBytesPerMsg: med(rate.map((r) => r.writeBytesPerMsg)),
+    rateWritesPerCommit: med(rate.map((r) => r.writesPerCommit)),
+    storeFilesLastRound: files,
+    storeBytesLastRound: Object.values(files).reduce((sum, size) => sum + size, 0),
+    messagesLastRound: mine.at(-1)?.totalAcked ?? 0,
+  }
+}
+
 async function main() {
   const startedAt = new Date()
   const machine = {
@@ -674,55 +741,7 @@ async function main() {
   }
 
   const peerName = selected.find((config) => config.peer)?.name
-  const rowOf = (config: BenchConfig) => {
-    const mine = runs.filter((run) => run.config === config.name)
-    const sat = mine.map((run) => run.saturating)
-    const rate = mine.flatMap((run) => (run.rate === null ? [] : [run.rate]))
-    const med = (values: number[]) => median(values)
-    // Per-round ratio to the peer of the same round: the two runs are seconds apart.
-    const ratios = mine.flatMap((run) => {
-      const peer = runs.find((other) => other.config === peerName && other.round === run.round)
-      return peer === undefined ? [] : [run.saturating.ackedPerSec / peer.saturating.ackedPerSec]
-    })
-    const files = mine.at(-1)?.storeFiles ?? {}
-    return {
-      config: config.name,
-      durability: config.durability,
-      ackedPerSec: med(sat.map((r) => r.ackedPerSec)),
-      ackedPerSecRounds: sat.map((r) => Math.round(r.ackedPerSec)),
-      processedPerSec: med(sat.map((r) => r.processedPerSec)),
-      backlogAtEnd: med(sat.map((r) => r.backlogAtEnd)),
-      ackP50Ms: med(sat.map((r) => r.ackP50Ms)),
-      ackP99Ms: med(sat.map((r) => r.ackP99Ms)),
-      ratioToPeer: med(ratios),
-      ratioToPeerRounds: ratios,
-      writesPerCommit: med(sat.map((r) => r.writesPerCommit)),
-      commitMeanMs: med(sat.map((r) => r.commitMeanMs)),
-      commitsPerSec: med(sat.map((r) => r.commits / (r.measuredMs / 1000))),
-      commitsOver10MsShare: med(sat.map((r) => r.commitsOver10Ms / r.commits)),
-      commitShare: med(sat.map((r) => r.commitShare)),
-      cpuPressureShare: med(sat.map((r) => r.cpuPressureShare)),
-      rateProcessedPerSec: med(rate.map((r) => r.processedPerSec)),
-      rateBacklogAtEnd: med(rate.map((r) => r.backlogAtEnd)),
-      rateCommitMeanMs: med(rate.map((r) => r.commitMeanMs)),
-      writeBytesPerMsg: med(sat.map((r) => r.writeBytesPerMsg)),
-      wcharPerMsg: med(sat.map((r) => r.wcharPerMsg)),
-      childCpuCores: med(sat.map((r) => r.childCpuCores)),
-      mainThreadCpuCores: med(sat.map((r) => r.mainThreadCpuCores)),
-      loadGenCpuCores: med(sat.map((r) => r.loadGenCpuCores)),
-      rateAckedPerSec: med(rate.map((r) => r.ackedPerSec)),
-      rateAckP50Ms: med(rate.map((r) => r.ackP50Ms)),
-      rateAckP99Ms: med(rate.map((r) => r.ackP99Ms)),
-      rateAckP99MsRounds: rate.map((r) => Number(r.ackP99Ms.toFixed(2))),
-      rateShortfall: med(rate.map((r) => r.rateShortfall)),
-      rateWriteBytesPerMsg: med(rate.map((r) => r.writeBytesPerMsg)),
-      rateWritesPerCommit: med(rate.map((r) => r.writesPerCommit)),
-      storeFilesLastRound: files,
-      storeBytesLastRound: Object.values(files).reduce((sum, size) => sum + size, 0),
-      messagesLastRound: mine.at(-1)?.totalAcked ?? 0,
-    }
-  }
-  const rows = selected.map(rowOf)
+  const rows = selected.map((config) => durabilityRow(config, runs, peerName))
 
   const results = {
     startedAt: startedAt.toISOString(),
@@ -743,69 +762,246 @@ async function main() {
     problems,
     runs,
   }
-  const dir = resolve(flags['results-dir'] as string)
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, `durability-${startedAt.toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`)
-  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`)
-
-  const out = (line: string) => process.stdout.write(`${line}\n`)
-  const peer = peerName ?? 'peer'
-  out(
+  const section = durabilitySection(startedAt, machine.filesystem, runs, rows, peerName, problems)
+  const file = writeSection(resolve(flags['results-dir'] as string), section, results)
+  process.stdout.write(
     `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, Node ${machine.node}; ` +
-      `data dirs on ${machine.filesystem}; load average at start ${machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}`,
-  )
-  out('')
-  out(
-    `Saturating: ${PUBLISHERS} publishers x ${WINDOW} QoS 1 messages in flight, ${SECONDS} s measured; medians of ${ROUNDS} rounds.`,
-  )
-  out('')
-  out(
-    `| configuration | acked msg/s | / ${peer} | processed msg/s | ack p50 ms | ack p99 ms | writes/commit | ms/commit | time in commits | gateway CPU (main thread) | load-gen CPU | CPU pressure |`,
-  )
-  out('|---|---|---|---|---|---|---|---|---|---|---|---|')
-  for (const row of rows) {
-    out(
-      `| ${row.config} | ${fixed(row.ackedPerSec)} | ${fixed(row.ratioToPeer, 2)} | ${fixed(row.processedPerSec)} | ${fixed(row.ackP50Ms, 1)} | ${fixed(row.ackP99Ms, 1)} | ${fixed(row.writesPerCommit, 1)} | ${fixed(row.commitMeanMs, 2)} | ${fixed(row.commitShare * 100)}% | ${fixed(row.childCpuCores, 2)} (${fixed(row.mainThreadCpuCores, 2)}) | ${fixed(row.loadGenCpuCores, 2)} | ${fixed(row.cpuPressureShare * 100)}% |`,
-    )
-  }
-  if (RATE > 0) {
-    out('')
-    out(
-      `Fixed rate: ${RATE} msg/s offered for ${RATE_SECONDS} s (same publishers and windows); medians of ${ROUNDS} rounds.`,
-    )
-    out('')
-    out(
-      '| configuration | acked msg/s | not sent (windows full) | processed msg/s | ack p50 ms | ack p99 ms (each round) | writes/commit | ms/commit |',
-    )
-    out('|---|---|---|---|---|---|---|---|')
-    for (const row of rows) {
-      out(
-        `| ${row.config} | ${fixed(row.rateAckedPerSec)} | ${fixed(row.rateShortfall)} | ${fixed(row.rateProcessedPerSec)} | ${fixed(row.rateAckP50Ms, 1)} | ${fixed(row.rateAckP99Ms, 1)} (${row.rateAckP99MsRounds.join(', ')}) | ${fixed(row.rateWritesPerCommit, 1)} | ${fixed(row.rateCommitMeanMs, 2)} |`,
-      )
-    }
-  }
-  out('')
-  out(
-    '| configuration | bytes to disk/msg, saturating (write_bytes) | at the fixed rate | bytes of write calls/msg (wchar) | store files after the last round (messages acked) |',
-  )
-  out('|---|---|---|---|---|')
-  for (const row of rows) {
-    const files = Object.entries(row.storeFilesLastRound)
-      .filter(([, size]) => size >= 4096)
-      .map(([name, size]) => `${name} ${fixed(size / 1024 / 1024, 1)} MiB`)
-      .join(', ')
-    out(
-      `| ${row.config} | ${fixed(row.writeBytesPerMsg)} | ${fixed(row.rateWriteBytesPerMsg)} | ${fixed(row.wcharPerMsg)} | ${files} (${row.messagesLastRound}) |`,
-    )
-  }
-  out('')
-  out(
-    problems.length === 0
-      ? 'Outbox check: every acknowledged message has its outbox record; no dead letters, no failed journal writes.'
-      : `Problems:\n${problems.map((problem) => `- ${problem}`).join('\n')}`,
+      `data dirs on ${machine.filesystem}; load average at start ${machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}\n\n` +
+      `${sectionSummary(section)}\n\n` +
+      (problems.length === 0
+        ? 'Outbox check: every acknowledged message has its outbox record; no dead letters, no failed journal writes.\n'
+        : `Problems:\n${problems.map((problem) => `- ${problem}`).join('\n')}\n`),
   )
   log(`results in ${file}`)
   if (problems.length > 0) process.exitCode = 1
+}
+
+type Row = ReturnType<typeof durabilityRow>
+
+/** The durability benchmark's results as a report section: each configuration against the journal-off peer. */
+function durabilitySection(
+  startedAt: Date,
+  filesystem: string,
+  runs: readonly Run[],
+  rows: readonly Row[],
+  peerName: string | undefined,
+  problems: readonly string[],
+): BenchSection {
+  const fixed = (value: number, digits = 0): number | string =>
+    Number.isFinite(value) ? Number(value.toFixed(digits)) : 'n/a'
+  const round = (value: number, digits: number): number => Number(value.toFixed(digits))
+  const peer = rows.find((row) => row.config === peerName)
+  const figures: BenchFigure[] = []
+  for (const row of rows) {
+    if (row.config === peerName) continue
+    const isDefault = row.config === 'power-loss'
+    const peerOf = (value: number) =>
+      peer === undefined ? {} : { peer: { name: `${peer.config} (peer)`, value } }
+    figures.push({
+      name: `Acknowledged msg/s at saturation, ${row.config}`,
+      value: Math.round(row.ackedPerSec),
+      unit: 'msg/s',
+      ...peerOf(Math.round(peer?.ackedPerSec ?? Number.NaN)),
+      ...(peer === undefined ? {} : { ratio: round(row.ackedPerSec / peer.ackedPerSec, 3) }),
+      ...(isDefault ? { goal: { op: '>=' as const, value: GOAL.ackedPerSec } } : {}),
+      note: `processed ${formatNumber(row.processedPerSec)} msg/s; per-round ratio median ${formatNumber(row.ratioToPeer)}`,
+    })
+    if (RATE > 0) {
+      figures.push({
+        name: `Ack latency p99 at ${RATE} msg/s offered, ${row.config}`,
+        value: round(row.rateAckP99Ms, 2),
+        unit: 'ms',
+        ...peerOf(round(peer?.rateAckP99Ms ?? Number.NaN, 2)),
+        ...(peer === undefined ? {} : { ratio: round(row.rateAckP99Ms / peer.rateAckP99Ms, 3) }),
+        ...(isDefault ? { goal: { op: '<=' as const, value: GOAL.ackP99Ms } } : {}),
+        note: `median of the rounds' p99s: ${row.rateAckP99MsRounds.join(', ')}`,
+      })
+      figures.push({
+        name: `Bytes written to disk per message at ${RATE} msg/s, ${row.config}`,
+        value: Math.round(row.rateWriteBytesPerMsg),
+        unit: 'B/msg',
+        ...peerOf(Math.round(peer?.rateWriteBytesPerMsg ?? Number.NaN)),
+        ...(peer === undefined
+          ? {}
+          : { ratio: round(row.rateWriteBytesPerMsg / peer.rateWriteBytesPerMsg, 2) }),
+      })
+    }
+  }
+
+  const pooled = (config: string, shape: 'saturating' | 'rate') =>
+    mergeHistograms(
+      runs.flatMap((run) => {
+        if (run.config !== config) return []
+        const phase = shape === 'saturating' ? run.saturating : run.rate
+        return phase === null ? [] : [phase.ackLatencyHistogram]
+      }),
+    )
+  const plots: BenchPlot[] = [
+    ...(RATE > 0
+      ? [
+          {
+            id: 'durability-ack-latency-rate',
+            title: `Publish to PUBACK at ${RATE} msg/s offered, QoS 1 (all rounds pooled)`,
+            kind: 'cdf' as const,
+            x: { label: 'ack latency (ms)', log: true },
+            y: { label: 'fraction of messages' },
+            series: rows.map((row) => ({
+              name: row.config,
+              points: histogramCdf(pooled(row.config, 'rate')),
+            })),
+          },
+        ]
+      : []),
+    {
+      id: 'durability-ack-latency-saturating',
+      title: `Publish to PUBACK at saturation, ${PUBLISHERS} × ${WINDOW} in flight (all rounds pooled)`,
+      kind: 'cdf',
+      x: { label: 'ack latency (ms)', log: true },
+      y: { label: 'fraction of messages' },
+      series: rows.map((row) => ({
+        name: row.config,
+        points: histogramCdf(pooled(row.config, 'saturating')),
+      })),
+    },
+  ]
+  // Throughput against the group-commit window, for the power-loss configurations.
+  const windowOf = (row: Row) => Number((row.durability as { commitWindowMs?: unknown }).commitWindowMs ?? 0)
+  const powerLoss = rows
+    .filter((row) => (row.durability as { mode?: unknown }).mode === 'power-loss')
+    .sort((a, b) => windowOf(a) - windowOf(b))
+  if (powerLoss.length > 1) {
+    const widest = windowOf(powerLoss.at(-1) as Row)
+    const flat = (value: number): Array<[number, number]> => [
+      [0, value],
+      [widest, value],
+    ]
+    plots.push({
+      id: 'durability-commit-window',
+      title: 'Saturating throughput of power-loss mode against the group-commit window',
+      kind: 'line',
+      x: { label: 'group-commit window, durability.commitWindowMs (ms)' },
+      y: { label: 'messages per second' },
+      series: [
+        { name: 'acknowledged', points: powerLoss.map((row) => [windowOf(row), row.ackedPerSec]) },
+        {
+          name: 'processed (outbox records)',
+          points: powerLoss.map((row) => [windowOf(row), row.processedPerSec]),
+        },
+        ...(peer === undefined
+          ? []
+          : [
+              { name: `${peer.config} acknowledged (peer)`, points: flat(peer.ackedPerSec) },
+              { name: `${peer.config} processed (peer)`, points: flat(peer.processedPerSec) },
+            ]),
+      ],
+    })
+  }
+
+  const peerLabel = peerName ?? 'peer'
+  return {
+    id: 'durability',
+    title: 'Durability: the journal against no journal',
+    command: 'npm run bench:durability',
+    startedAt: startedAt.toISOString(),
+    durationSec: round((Date.now() - startedAt.getTime()) / 1000, 1),
+    method:
+      `Each run is a fresh gateway child on a fresh data dir on ${filesystem} with one function (\`ctx.emit\`) on the load's topic; ` +
+      `${PUBLISHERS} mqtt.js publishers send 64-byte QoS 1 messages with up to ${WINDOW} in flight each, first at ${RATE} msg/s for ${RATE_SECONDS} s, ` +
+      `then saturating for ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up. Configurations alternate within each of ${plural(ROUNDS, 'round')}; ` +
+      `the peer is the same load with the journal off. Every acknowledged message must reach the outbox, or the run is a problem. ` +
+      'Long form: [benchmark-methods.md#durability](benchmark-methods.md#durability).',
+    figures,
+    tables: [
+      {
+        caption: `Saturating: ${PUBLISHERS} publishers × ${WINDOW} QoS 1 messages in flight, ${SECONDS} s measured; medians of ${plural(ROUNDS, 'round')}`,
+        columns: [
+          'configuration',
+          'acked msg/s',
+          `/ ${peerLabel}`,
+          'processed msg/s',
+          'ack p50 ms',
+          'ack p99 ms',
+          'writes/commit',
+          'ms/commit',
+          'time in commits',
+          'gateway CPU (main thread)',
+          'load-gen CPU',
+          'CPU pressure',
+        ],
+        rows: rows.map((row) => [
+          row.config,
+          fixed(row.ackedPerSec),
+          fixed(row.ratioToPeer, 2),
+          fixed(row.processedPerSec),
+          fixed(row.ackP50Ms, 1),
+          fixed(row.ackP99Ms, 1),
+          fixed(row.writesPerCommit, 1),
+          fixed(row.commitMeanMs, 2),
+          `${formatNumber(row.commitShare * 100)}%`,
+          `${formatNumber(row.childCpuCores)} (${formatNumber(row.mainThreadCpuCores)})`,
+          fixed(row.loadGenCpuCores, 2),
+          `${formatNumber(row.cpuPressureShare * 100)}%`,
+        ]),
+      },
+      ...(RATE > 0
+        ? [
+            {
+              caption: `Fixed rate: ${RATE} msg/s offered for ${RATE_SECONDS} s (same publishers and windows); medians of ${plural(ROUNDS, 'round')}`,
+              columns: [
+                'configuration',
+                'acked msg/s',
+                'not sent (windows full)',
+                'processed msg/s',
+                'ack p50 ms',
+                'ack p99 ms (each round)',
+                'writes/commit',
+                'ms/commit',
+              ],
+              rows: rows.map((row) => [
+                row.config,
+                fixed(row.rateAckedPerSec),
+                fixed(row.rateShortfall),
+                fixed(row.rateProcessedPerSec),
+                fixed(row.rateAckP50Ms, 1),
+                `${formatNumber(row.rateAckP99Ms)} (${row.rateAckP99MsRounds.join(', ')})`,
+                fixed(row.rateWritesPerCommit, 1),
+                fixed(row.rateCommitMeanMs, 2),
+              ]),
+            },
+          ]
+        : []),
+      {
+        caption: 'Bytes written per message, and the store files after the last round',
+        columns: [
+          'configuration',
+          'bytes to disk/msg, saturating (write_bytes)',
+          'at the fixed rate',
+          'bytes of write calls/msg (wchar)',
+          'store files after the last round (messages acked)',
+        ],
+        rows: rows.map((row) => {
+          const files = Object.entries(row.storeFilesLastRound)
+            .filter(([, size]) => size >= 4096)
+            .map(([name, size]) => `${name} ${formatNumber(size / 1024 / 1024)} MiB`)
+            .join(', ')
+          return [
+            row.config,
+            fixed(row.writeBytesPerMsg),
+            fixed(row.rateWriteBytesPerMsg),
+            fixed(row.wcharPerMsg),
+            `${files} (${row.messagesLastRound})`,
+          ]
+        }),
+      },
+    ],
+    plots,
+    notes:
+      problems.length === 0
+        ? [
+            'Outbox check: every acknowledged message had its outbox record; no dead letters, no failed journal writes.',
+          ]
+        : problems.map((problem) => `Problem: ${problem}`),
+  }
 }
 
 function printHelp(): void {
@@ -820,7 +1016,8 @@ function printHelp(): void {
   --configs a,b        subset of: ${CONFIG_NAMES()} (BENCH_DUR_CONFIGS, all)
   --gateway-config J   JSON merged into every configuration's file (BENCH_DUR_GATEWAY_CONFIG,
                        ${DEFAULT_GATEWAY_CONFIG})
-  --results-dir DIR    where the JSON goes (test/bench/results)
+  --results-dir DIR    where the section file goes (test/bench/results)
+  --quick              shorter defaults, to check the pipeline (also BENCH_QUICK=1)
 `)
 }
 

@@ -1,13 +1,15 @@
-// The function runtime benchmark (`npm run bench`, after the broker benchmark; see
-// docs/BENCHMARKS.md). Each figure is measured next to a peer in the same run:
+// The function runtime benchmark (`npm run bench:functions`, also run by `npm run bench`; see
+// docs/benchmark-methods.md#functions). Each figure is measured next to a peer in the same run:
 // - invocations per second of one pool worker against the same handler as plain host JavaScript;
 // - tenant cold start (QuickJS instance, runtime, context, compile) against a Node `vm` context;
 // - memory per idle tenant with one function against a Node `vm` context;
 // - MQTT-in to output-out latency through a function at a fixed rate, against the same messages
-//   delivered straight to a subscriber by the same gateway.
-// Progress goes to stderr, the results table to stdout and a JSON file in test/bench/results.
+//   delivered straight to a subscriber by the same gateway;
+// - the distribution of single invocation times in a sandbox against host JavaScript.
+// Progress goes to stderr, the results table to stdout and a section file (see _section.ts) to
+// test/bench/results.
 import { once } from 'node:events'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { arch, cpus, loadavg, platform, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -18,6 +20,9 @@ import mqtt from 'mqtt'
 import { GUEST_SKETCH } from '../../sandbox/guest-sketch.ts'
 import { createTenantSandbox, createWorkerPool, type TenantSandbox } from '../../sandbox/index.ts'
 import { spawnGateway } from '../helpers/gateway-process.ts'
+import { plural, sectionSummary } from './_markdown.ts'
+import { byMode } from './_quick.ts'
+import { type BenchFigure, type BenchSection, cdfPoints, writeSection } from './_section.ts'
 import { median, percentiles } from './_stats.ts'
 
 const MB = 1024 * 1024
@@ -36,21 +41,45 @@ export default {
   },
 }`
 
+// Quick mode (`--quick`, BENCH_QUICK=1) only shortens the defaults; explicit values still win.
 const { values: flags } = parseArgs({
   options: {
-    seconds: { type: 'string', default: process.env.BENCH_FN_SECONDS ?? '3' },
-    rounds: { type: 'string', default: process.env.BENCH_FN_ROUNDS ?? '5' },
-    tenants: { type: 'string', default: process.env.BENCH_FN_TENANTS ?? '100' },
+    seconds: { type: 'string', default: process.env.BENCH_FN_SECONDS ?? byMode('3', '0.5') },
+    rounds: { type: 'string', default: process.env.BENCH_FN_ROUNDS ?? byMode('5', '1') },
+    tenants: { type: 'string', default: process.env.BENCH_FN_TENANTS ?? byMode('100', '20') },
     rate: { type: 'string', default: process.env.BENCH_FN_RATE ?? '2000' },
-    'latency-seconds': { type: 'string', default: process.env.BENCH_FN_LATENCY_SECONDS ?? '10' },
+    'latency-seconds': {
+      type: 'string',
+      default: process.env.BENCH_FN_LATENCY_SECONDS ?? byMode('10', '2'),
+    },
     'results-dir': { type: 'string', default: 'test/bench/results' },
+    quick: { type: 'boolean', default: false },
   },
 })
-const SECONDS = Number(flags.seconds)
-const ROUNDS = Number(flags.rounds)
-const TENANTS = Number(flags.tenants)
-const RATE = Number(flags.rate)
-const LATENCY_SECONDS = Number(flags['latency-seconds'])
+const positive = (name: string, value: string | undefined): number => {
+  const number = Number(value)
+  if (!Number.isFinite(number) || number <= 0)
+    throw new RangeError(`Cannot run the benchmark as --${name} '${value}' is not a positive number`)
+  return number
+}
+const SECONDS = positive('seconds', flags.seconds)
+const ROUNDS = positive('rounds', flags.rounds)
+const TENANTS = positive('tenants', flags.tenants)
+const RATE = positive('rate', flags.rate)
+const LATENCY_SECONDS = positive('latency-seconds', flags['latency-seconds'])
+/** Unmeasured load before each measurement: JIT, QuickJS's caches, socket buffers. */
+const WARMUP_MS = byMode(1000, 200)
+/** How long single invocations are timed per handler, path and round. */
+const TIMING_MS = Math.min(1000, (SECONDS * 1000) / 3)
+/** Invocation times kept per handler and path, all rounds together (each round gets its share). */
+const MAX_TIMING_SAMPLES = 400_000
+/** Goals of the functions issue. */
+const GOALS = {
+  trivialPerSec: 20_000,
+  idleTenantKiB: 1024,
+  coldStartP99Ms: 10,
+  latencyP99Ms: 5,
+} as const
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
 
@@ -88,18 +117,13 @@ async function sandboxRate(source: string): Promise<number> {
     await Promise.all([lane(), lane()])
     return done / ((performance.now() - started) / 1000)
   }
-  await runFor(1000) // warm-up: JIT of the pool's code, QuickJS's caches
+  await runFor(WARMUP_MS) // warm-up: JIT of the pool's code, QuickJS's caches
   // Awaited here, before `await using` closes the pool.
   return await runFor(SECONDS * 1000)
 }
 
-/**
- * The same handler as plain JavaScript on the host: imported as a module and called directly
- * (`raw`), and called with the same JSON crossing the sandbox makes, arguments parsed from JSON
- * and the result turned into JSON (`json`), which separates QuickJS's interpretation from the cost
- * of the boundary.
- */
-async function hostRates(source: string): Promise<{ raw: number; json: number }> {
+/** The handler as a host module (its `taureau:sketch` import pointed at the guest's sketch code) and a `ctx`. */
+async function hostHandler(source: string) {
   const sketchUrl = `data:text/javascript,${encodeURIComponent(GUEST_SKETCH)}`
   const moduleUrl = `data:text/javascript,${encodeURIComponent(source.replace("'taureau:sketch'", JSON.stringify(sketchUrl)))}`
   const handler = (
@@ -115,6 +139,87 @@ async function hostRates(source: string): Promise<{ raw: number; json: number }>
     emit() {},
     log() {},
   })
+  return { handler, ctx }
+}
+
+/** Where single invocations are timed: see {@link invocationTimes}. */
+type TimingPath = 'sandbox' | 'hostJson' | 'host'
+const TIMING_LABELS: Record<TimingPath, string> = {
+  sandbox: 'QuickJS sandbox, invoke()',
+  hostJson: 'host JS with JSON in and out',
+  host: 'host JS, direct call (batch of 64 ÷ 64)',
+}
+
+/**
+ * Times single invocations of `source`, `TIMING_MS` per path after a short warm-up, and appends the
+ * times (µs per invocation) to `into`: in a tenant sandbox on this thread (`invoke()`: JSON in,
+ * QuickJS, JSON out, one call per sample); as host JavaScript with the same JSON in and out (one
+ * call per sample); and as a direct host call, timed per batch of 64 and divided by 64, since one
+ * direct call is shorter than reading the clock.
+ */
+async function invocationTimes(source: string, into: Record<TimingPath, number[]>): Promise<void> {
+  const sandbox = await createTenantSandbox({ tenantId: 'timing', memoryLimitBytes: 64 * MB })
+  try {
+    sandbox.compile('f', source, ['onMessage'])
+    const { handler, ctx } = await hostHandler(source)
+    const info = { name: 'f', version: 1, config: {}, now: 0 }
+    const messages = Array.from({ length: 64 }, (_, i) => message(i))
+    const texts = messages.map((msg) => JSON.stringify([msg]))
+    let sink = 0
+    const calls: Record<TimingPath, { perSample: number; call(index: number): void }> = {
+      sandbox: {
+        perSample: 1,
+        call: (index) => {
+          if (sandbox.invoke('f', 'onMessage', [messages[index % 64]], info, 1000) !== undefined) sink++
+        },
+      },
+      hostJson: {
+        perSample: 1,
+        call: (index) => {
+          const text = texts[index % 64] as string
+          sink += JSON.stringify(handler.onMessage(JSON.parse(text)[0], ctx)).length
+        },
+      },
+      host: {
+        perSample: messages.length,
+        call: () => {
+          for (const msg of messages) if (handler.onMessage(msg, ctx) !== undefined) sink++
+        },
+      },
+    }
+    for (const [path, { perSample, call }] of Object.entries(calls) as Array<
+      [TimingPath, (typeof calls)[TimingPath]]
+    >) {
+      const out = into[path]
+      // Each round keeps its share of the samples, so that every round is in the distribution.
+      const cap = out.length + Math.floor(MAX_TIMING_SAMPLES / ROUNDS)
+      for (const [ms, keep] of [
+        [WARMUP_MS / 2, false],
+        [TIMING_MS, true],
+      ] as const) {
+        const until = performance.now() + ms
+        for (let index = 0; performance.now() < until; index++) {
+          const started = performance.now()
+          call(index)
+          const spentMicros = ((performance.now() - started) * 1000) / perSample
+          if (keep && out.length < cap) out.push(spentMicros)
+        }
+      }
+    }
+    if (sink === 0) throw new Error('Cannot time invocations as the handler returned nothing')
+  } finally {
+    sandbox.dispose()
+  }
+}
+
+/**
+ * The same handler as plain JavaScript on the host: imported as a module and called directly
+ * (`raw`), and called with the same JSON crossing the sandbox makes, arguments parsed from JSON
+ * and the result turned into JSON (`json`), which separates QuickJS's interpretation from the cost
+ * of the boundary.
+ */
+async function hostRates(source: string): Promise<{ raw: number; json: number }> {
+  const { handler, ctx } = await hostHandler(source)
   const messages = Array.from({ length: 64 }, (_, i) => message(i))
   const texts = messages.map((msg) => JSON.stringify([msg]))
   let sink = 0
@@ -132,8 +237,8 @@ async function hostRates(source: string): Promise<{ raw: number; json: number }>
     }
     return done / ((performance.now() - started) / 1000)
   }
-  runFor(1000, false)
-  runFor(1000, true)
+  runFor(WARMUP_MS, false)
+  runFor(WARMUP_MS, true)
   const raw = runFor(SECONDS * 1000, false)
   const json = runFor(SECONDS * 1000, true)
   if (sink === 0) throw new Error('the host handler returned nothing')
@@ -281,7 +386,7 @@ async function latencyFigures(withFunction: boolean) {
         await sleep(1)
       }
     }
-    await publishFor(2) // warm-up
+    await publishFor(WARMUP_MS / 500) // warm-up: 2 s, 0.4 s in quick mode
     await sleep(500)
     measuring = true
     await publishFor(LATENCY_SECONDS)
@@ -293,7 +398,13 @@ async function latencyFigures(withFunction: boolean) {
     await subscriber.endAsync()
     const [fnP50, fnP99] = percentiles(viaFunction, functionCount, [0.5, 0.99])
     const [directP50, directP99] = percentiles(direct, directCount, [0.5, 0.99])
+    // percentiles() sorted both in place: the sorted samples give the CDFs.
+    const samples = {
+      viaFunction: Array.from(viaFunction.subarray(0, functionCount)),
+      direct: Array.from(direct.subarray(0, directCount)),
+    }
     return {
+      samples,
       ratePerSec: RATE,
       messages: total,
       functionReceived: functionCount,
@@ -313,19 +424,25 @@ async function latencyFigures(withFunction: boolean) {
 async function main() {
   const startedAt = new Date()
   log(
-    `function benchmark: ${ROUNDS} rounds of ${SECONDS} s per handler, ${TENANTS} tenants, ${RATE} msg/s for ${LATENCY_SECONDS} s`,
+    `function benchmark${byMode('', ' (QUICK MODE)')}: ${ROUNDS} rounds of ${SECONDS} s per handler, ${TENANTS} tenants, ${RATE} msg/s for ${LATENCY_SECONDS} s`,
   )
+  const handlers = [
+    ['trivial', TRIVIAL],
+    ['countMin', COUNT_MIN_ETL],
+  ] as const
   const throughput: Record<string, { sandbox: number[]; host: number[]; hostJson: number[] }> = {
     trivial: { sandbox: [], host: [], hostJson: [] },
     countMin: { sandbox: [], host: [], hostJson: [] },
   }
+  const timings: Record<string, Record<TimingPath, number[]>> = {
+    trivial: { sandbox: [], hostJson: [], host: [] },
+    countMin: { sandbox: [], hostJson: [], host: [] },
+  }
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const [name, source] of [
-      ['trivial', TRIVIAL],
-      ['countMin', COUNT_MIN_ETL],
-    ] as const) {
+    for (const [name, source] of handlers) {
       const sandbox = await sandboxRate(source)
       const host = await hostRates(source)
+      await invocationTimes(source, timings[name] as Record<TimingPath, number[]>)
       throughput[name]?.sandbox.push(sandbox)
       throughput[name]?.host.push(host.raw)
       throughput[name]?.hostJson.push(host.json)
@@ -341,9 +458,9 @@ async function main() {
   const poolBackToBack = await poolColdStart(0)
   log(JSON.stringify({ poolSpaced, poolBackToBack }))
   log('latency through a gateway child')
-  const latency = await latencyFigures(true)
+  const { samples: latencySamples, ...latency } = await latencyFigures(true)
   log(JSON.stringify(latency))
-  const baseline = await latencyFigures(false)
+  const { samples: baselineSamples, ...baseline } = await latencyFigures(false)
   log(JSON.stringify(baseline))
 
   const rows = Object.entries(throughput).map(([name, { sandbox, host, hostJson }]) => ({
@@ -354,6 +471,18 @@ async function main() {
     ratio: median(sandbox.map((value, i) => value / (host[i] as number))),
     ratioJson: median(sandbox.map((value, i) => value / (hostJson[i] as number))),
   }))
+  const timingSummary = Object.fromEntries(
+    Object.entries(timings).map(([name, paths]) => [
+      name,
+      Object.fromEntries(
+        Object.entries(paths).map(([path, samples]) => {
+          samples.sort((a, b) => a - b)
+          const [p50, p99] = percentiles(Float64Array.from(samples), samples.length, [0.5, 0.99])
+          return [path, { samples: samples.length, p50Micros: p50 as number, p99Micros: p99 as number }]
+        }),
+      ) as Record<TimingPath, { samples: number; p50Micros: number; p99Micros: number }>,
+    ]),
+  )
   const machine = {
     cpu: cpus()[0]?.model ?? 'unknown',
     cores: cpus().length,
@@ -369,68 +498,227 @@ async function main() {
     seconds: SECONDS,
     throughput,
     rows,
+    invocationTimes: timingSummary,
     tenants,
     poolSpaced,
     poolBackToBack,
     latency,
     baseline,
   }
-  const dir = resolve(flags['results-dir'] as string)
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, `functions-${startedAt.toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`)
-  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`)
 
-  const out = (line: string) => process.stdout.write(`${line}\n`)
-  out(
-    `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, Node ${machine.node}`,
-  )
-  out('')
-  out(
-    '| handler | sandbox calls/s (1 worker) | host JS calls/s | host JS with JSON in and out, calls/s | sandbox / host | sandbox / host with JSON |',
-  )
-  out('|---|---|---|---|---|---|')
+  const fixed = (value: number, digits: number): number | string =>
+    Number.isFinite(value) ? Number(value.toFixed(digits)) : 'n/a'
+  const round = (value: number, digits: number): number => Number(value.toFixed(digits))
+  const figures: BenchFigure[] = []
   for (const row of rows) {
-    out(
-      `| ${row.handler} | ${row.sandboxPerSec.toFixed(0)} | ${row.hostPerSec.toFixed(0)} | ${row.hostJsonPerSec.toFixed(0)} | ${row.ratio.toFixed(4)} | ${row.ratioJson.toFixed(3)} |`,
+    figures.push(
+      {
+        name: `Invocations per second, ${row.handler} handler, one pool worker, against host JS with JSON in and out`,
+        value: Math.round(row.sandboxPerSec),
+        unit: 'calls/s',
+        peer: { name: 'host JS with JSON', value: Math.round(row.hostJsonPerSec) },
+        ratio: round(row.sandboxPerSec / row.hostJsonPerSec, 4),
+        ...(row.handler === 'trivial' ? { goal: { op: '>=' as const, value: GOALS.trivialPerSec } } : {}),
+        note: `medians of ${plural(ROUNDS, 'round')}`,
+      },
+      {
+        name: `Invocations per second, ${row.handler} handler, one pool worker, against a direct host JS call`,
+        value: Math.round(row.sandboxPerSec),
+        unit: 'calls/s',
+        peer: { name: 'host JS', value: Math.round(row.hostPerSec) },
+        ratio: round(row.sandboxPerSec / row.hostPerSec, 6),
+      },
     )
+    const times = timingSummary[row.handler]
+    if (times !== undefined) {
+      figures.push({
+        name: `Time per invocation p50, ${row.handler} handler, sandbox invoke() on this thread`,
+        value: round(times.sandbox.p50Micros, 2),
+        unit: 'µs',
+        peer: { name: 'host JS with JSON', value: round(times.hostJson.p50Micros, 3) },
+        ratio: round(times.sandbox.p50Micros / times.hostJson.p50Micros, 2),
+      })
+    }
   }
-  out('')
-  out(`| new tenant through the pool (${TENANTS} tenants, one function each) | p50 | p99 |`)
-  out('|---|---|---|')
-  out(
-    `| 50 ms apart (the worker's ready instance refilled) | ${poolSpaced.p50.toFixed(2)} ms | ${poolSpaced.p99.toFixed(2)} ms |`,
+  const vmPeer = { name: 'Node vm context, one thread', value: round(tenants.vmColdStartP99Ms, 2) }
+  figures.push(
+    {
+      name: `New tenant through the pool, 50 ms apart, cold start p99 (${TENANTS} tenants)`,
+      value: round(poolSpaced.p99, 2),
+      unit: 'ms',
+      peer: vmPeer,
+      ratio: round(poolSpaced.p99 / tenants.vmColdStartP99Ms, 2),
+      goal: { op: '<=', value: GOALS.coldStartP99Ms },
+    },
+    {
+      name: 'New tenant through the pool, back to back, cold start p99',
+      value: round(poolBackToBack.p99, 2),
+      unit: 'ms',
+      peer: vmPeer,
+      ratio: round(poolBackToBack.p99 / tenants.vmColdStartP99Ms, 2),
+    },
+    {
+      name: 'RSS per idle tenant with one function',
+      value: Math.round(tenants.idleTenantKiB),
+      unit: 'KiB',
+      peer: { name: 'Node vm context', value: Math.round(tenants.vmContextKiB) },
+      ratio: round(tenants.idleTenantKiB / tenants.vmContextKiB, 2),
+      goal: { op: '<=', value: GOALS.idleTenantKiB },
+      ...(tenants.gcExposed ? {} : { note: 'run without --expose-gc: noisy' }),
+    },
+    {
+      name: `Latency p50, MQTT in to function output, ${RATE} msg/s QoS 0`,
+      value: round(latency.functionP50Ms, 2),
+      unit: 'ms',
+      peer: { name: 'delivered directly', value: round(latency.directP50Ms, 2) },
+      ratio: round(latency.functionP50Ms / latency.directP50Ms, 2),
+    },
+    {
+      name: `Latency p99, MQTT in to function output, ${RATE} msg/s QoS 0`,
+      value: round(latency.functionP99Ms, 2),
+      unit: 'ms',
+      peer: { name: 'delivered directly', value: round(latency.directP99Ms, 2) },
+      ratio: round(latency.functionP99Ms / latency.directP99Ms, 2),
+      goal: { op: '<=', value: GOALS.latencyP99Ms },
+      note: `a gateway with no function deployed delivered at p99 ${fixed(baseline.directP99Ms, 2)} ms`,
+    },
   )
-  out(`| back to back | ${poolBackToBack.p50.toFixed(2)} ms | ${poolBackToBack.p99.toFixed(2)} ms |`)
-  out('')
-  out(
-    `| per tenant (${TENANTS} tenants, one function each, on one thread) | QuickJS sandbox | Node vm context |`,
-  )
-  out('|---|---|---|')
-  out(
-    `| cold start p50 | ${tenants.coldStartP50Ms.toFixed(2)} ms | ${tenants.vmColdStartP50Ms.toFixed(2)} ms |`,
-  )
-  out(
-    `| cold start p99 | ${tenants.coldStartP99Ms.toFixed(2)} ms | ${tenants.vmColdStartP99Ms.toFixed(2)} ms |`,
-  )
-  out(
-    `| RSS per idle tenant | ${tenants.idleTenantKiB.toFixed(0)} KiB | ${tenants.vmContextKiB.toFixed(0)} KiB |`,
-  )
-  out(
-    `| first tenant of a thread (compiles the WebAssembly module) | ${tenants.firstTenantMs.toFixed(1)} ms | |`,
-  )
-  out('')
-  out(
-    `| ${RATE} msg/s for ${LATENCY_SECONDS} s, QoS 0 | through a function (in -> output) | delivered directly (peer) | delivered directly, no function deployed |`,
-  )
-  out('|---|---|---|---|')
-  out(
-    `| received | ${latency.functionReceived} / ${latency.messages} | ${latency.directReceived} / ${latency.messages} | ${baseline.directReceived} / ${baseline.messages} |`,
-  )
-  out(
-    `| p50 | ${latency.functionP50Ms.toFixed(2)} ms | ${latency.directP50Ms.toFixed(2)} ms | ${baseline.directP50Ms.toFixed(2)} ms |`,
-  )
-  out(
-    `| p99 | ${latency.functionP99Ms.toFixed(2)} ms | ${latency.directP99Ms.toFixed(2)} ms | ${baseline.directP99Ms.toFixed(2)} ms |`,
+  const section: BenchSection = {
+    id: 'functions',
+    title: 'Functions: QuickJS sandbox against host JavaScript',
+    command: 'npm run bench:functions',
+    startedAt: startedAt.toISOString(),
+    durationSec: round((Date.now() - startedAt.getTime()) / 1000, 1),
+    method:
+      `Invocations per second of one pool worker (\`invokeBatch()\`, batches of 64, two in flight; ${ROUNDS} rounds of ${SECONDS} s after a warm-up), ` +
+      'each round next to the same handler as host JavaScript, called directly and with the JSON crossing the sandbox makes; ' +
+      'single invocation times in a tenant sandbox on this thread against the same host paths; ' +
+      `cold start and idle memory of ${TENANTS} tenants against Node \`vm\` contexts; ` +
+      `and MQTT-in to function-output latency through a gateway child at ${RATE} msg/s for ${LATENCY_SECONDS} s, against the same messages delivered directly. ` +
+      'Long form: [benchmark-methods.md#functions](benchmark-methods.md#functions).',
+    figures,
+    tables: [
+      {
+        caption: `Invocations per second, medians of ${plural(ROUNDS, 'round')} of ${SECONDS} s`,
+        columns: [
+          'handler',
+          'sandbox calls/s (1 worker)',
+          'host JS calls/s',
+          'host JS with JSON in and out, calls/s',
+          'sandbox / host',
+          'sandbox / host with JSON',
+        ],
+        rows: rows.map((row) => [
+          row.handler,
+          fixed(row.sandboxPerSec, 0),
+          fixed(row.hostPerSec, 0),
+          fixed(row.hostJsonPerSec, 0),
+          fixed(row.ratio, 5),
+          fixed(row.ratioJson, 4),
+        ]),
+      },
+      {
+        caption: 'Time per invocation (µs), all rounds pooled',
+        columns: ['handler', 'path', 'samples', 'p50 µs', 'p99 µs'],
+        rows: Object.entries(timingSummary).flatMap(([name, paths]) =>
+          Object.entries(paths).map(([path, summary]) => [
+            name,
+            TIMING_LABELS[path as TimingPath],
+            summary.samples,
+            fixed(summary.p50Micros, 3),
+            fixed(summary.p99Micros, 3),
+          ]),
+        ),
+      },
+      {
+        caption: `New tenant through the pool (${TENANTS} tenants, one function each)`,
+        columns: ['tenants', 'p50 ms', 'p99 ms'],
+        rows: [
+          [
+            "50 ms apart (the worker's ready instance refilled)",
+            fixed(poolSpaced.p50, 2),
+            fixed(poolSpaced.p99, 2),
+          ],
+          ['back to back', fixed(poolBackToBack.p50, 2), fixed(poolBackToBack.p99, 2)],
+        ],
+      },
+      {
+        caption: `Per tenant (${TENANTS} tenants, one function each, on one thread)`,
+        columns: ['figure', 'QuickJS sandbox', 'Node vm context'],
+        rows: [
+          ['cold start p50 (ms)', fixed(tenants.coldStartP50Ms, 2), fixed(tenants.vmColdStartP50Ms, 2)],
+          ['cold start p99 (ms)', fixed(tenants.coldStartP99Ms, 2), fixed(tenants.vmColdStartP99Ms, 2)],
+          ['RSS per idle tenant (KiB)', fixed(tenants.idleTenantKiB, 0), fixed(tenants.vmContextKiB, 0)],
+          [
+            'first tenant of a thread, compiles the WebAssembly module (ms)',
+            fixed(tenants.firstTenantMs, 1),
+            '',
+          ],
+        ],
+      },
+      {
+        caption: `${RATE} msg/s for ${LATENCY_SECONDS} s, QoS 0`,
+        columns: [
+          'figure',
+          'through a function (in to output)',
+          'delivered directly (peer)',
+          'delivered directly, no function deployed',
+        ],
+        rows: [
+          [
+            'received',
+            `${latency.functionReceived} / ${latency.messages}`,
+            `${latency.directReceived} / ${latency.messages}`,
+            `${baseline.directReceived} / ${baseline.messages}`,
+          ],
+          [
+            'p50 ms',
+            fixed(latency.functionP50Ms, 2),
+            fixed(latency.directP50Ms, 2),
+            fixed(baseline.directP50Ms, 2),
+          ],
+          [
+            'p99 ms',
+            fixed(latency.functionP99Ms, 2),
+            fixed(latency.directP99Ms, 2),
+            fixed(baseline.directP99Ms, 2),
+          ],
+        ],
+      },
+    ],
+    plots: [
+      ...handlers.map(([name]) => ({
+        id: `functions-invocation-${name.toLowerCase()}`,
+        title: `Time per invocation, ${name} handler (all rounds pooled)`,
+        kind: 'cdf' as const,
+        x: { label: 'time per invocation (µs)', log: true },
+        y: { label: 'fraction of invocations' },
+        series: (Object.keys(TIMING_LABELS) as TimingPath[]).map((path) => ({
+          name: TIMING_LABELS[path],
+          points: cdfPoints(timings[name]?.[path] ?? []),
+        })),
+      })),
+      {
+        id: 'functions-mqtt-latency',
+        title: `MQTT in to output, ${RATE} msg/s QoS 0, through a gateway child`,
+        kind: 'cdf',
+        x: { label: 'publish to receipt (ms)', log: true },
+        y: { label: 'fraction of messages' },
+        series: [
+          { name: 'through a function', points: cdfPoints(latencySamples.viaFunction) },
+          { name: 'delivered directly (same gateway)', points: cdfPoints(latencySamples.direct) },
+          { name: 'delivered directly, no function deployed', points: cdfPoints(baselineSamples.direct) },
+        ],
+      },
+    ],
+    ...(tenants.gcExposed
+      ? {}
+      : { notes: ['Run without --expose-gc: the memory figures include garbage not yet collected.'] }),
+  }
+  const file = writeSection(resolve(flags['results-dir'] as string), section, results)
+  process.stdout.write(
+    `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, Node ${machine.node}\n\n` +
+      `${sectionSummary(section)}\n`,
   )
   log(`results in ${file}`)
 }

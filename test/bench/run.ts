@@ -1,18 +1,21 @@
-// The broker benchmark: `npm run bench` (see docs/BENCHMARKS.md). Loads the gateway and a bare
-// in-memory aedes, each in its own child process, alternately with the same mqtt.js publishers
-// and subscriber, and reports the broker's CPU time per delivered message, throughput and
-// end-to-end latency. Progress goes to stderr; the results table to stdout and a JSON file.
-import { mkdirSync, writeFileSync } from 'node:fs'
+// The broker benchmark: `npm run bench:broker` (see docs/benchmark-methods.md#broker). Loads the
+// gateway and a bare in-memory aedes, each in its own child process, alternately with the same
+// mqtt.js publishers and subscriber, and reports the broker's CPU time per delivered message,
+// throughput and end-to-end latency, then sweeps offered load at fixed rates. Progress goes to
+// stderr; the results table to stdout and a section file (see _section.ts) to the results dir.
+import { mkdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { arch, cpus, loadavg, platform, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type BrokerProcess, startBrokerProcess } from './_broker-process.ts'
-import { PAYLOAD_BYTES, runLoad } from './_load.ts'
+import { brokerSection } from './_broker-section.ts'
+import { PAYLOAD_BYTES, runLoad, type Scenario } from './_load.ts'
 import { parseOptions, USAGE } from './_options.ts'
 import type { BrokerCpuSample, BrokerKind } from './_protocol.ts'
 import { markdownTable, type RunRecord, summarize } from './_report.ts'
+import { writeSection } from './_section.ts'
 
 const START_TIMEOUT_MS = 60_000
 /** How long the idle CPU of the brokers is measured after the runs. */
@@ -98,16 +101,33 @@ async function main(): Promise<void> {
   for (const kind of options.brokers) await start(kind)
 
   const runSeconds = options.warmupSeconds + options.measureSeconds + RUN_OVERHEAD_SECONDS
-  const plannedRuns = options.rounds * options.scenarios.length * brokers.size
+  const sweepRunSeconds = options.sweepWarmupSeconds + options.sweepSeconds + RUN_OVERHEAD_SECONDS
+  const sweepRounds = options.sweep.length === 0 ? 0 : Math.min(options.rounds, options.sweepRounds)
+  const plannedSeconds =
+    options.rounds * options.scenarios.length * brokers.size * runSeconds +
+    sweepRounds * options.sweep.length * brokers.size * sweepRunSeconds
   log(
-    `${options.rounds} rounds × ${options.scenarios.length} scenarios × ${brokers.size} brokers, ` +
-      `${options.warmupSeconds} s warm-up + ${options.measureSeconds} s measured each: about ` +
-      `${Math.ceil((plannedRuns * runSeconds) / 60)} min`,
+    `${options.quick ? 'QUICK MODE: ' : ''}${options.rounds} rounds × ${options.scenarios.length} scenarios × ${brokers.size} brokers, ` +
+      `${options.warmupSeconds} s warm-up + ${options.measureSeconds} s measured each; load sweep at QoS ${options.sweepQos} ` +
+      `(${options.sweep.map((scenario) => scenario.ratePerSec).join(', ')} msg/s) in ${sweepRounds} of the rounds, ` +
+      `${options.sweepWarmupSeconds} s + ${options.sweepSeconds} s each: about ${Math.ceil(plannedSeconds / 60)} min`,
   )
 
   const records: RunRecord[] = []
   for (let round = 1; round <= options.rounds; round++) {
-    for (const scenario of options.scenarios) {
+    const planned: Array<{ scenario: Scenario; warmupSeconds: number; measureSeconds: number }> = [
+      ...options.scenarios.map((scenario) => ({
+        scenario,
+        warmupSeconds: options.warmupSeconds,
+        measureSeconds: options.measureSeconds,
+      })),
+      ...(round <= sweepRounds ? options.sweep : []).map((scenario) => ({
+        scenario,
+        warmupSeconds: options.sweepWarmupSeconds,
+        measureSeconds: options.sweepSeconds,
+      })),
+    ]
+    for (const { scenario, warmupSeconds, measureSeconds } of planned) {
       // Alternate the brokers (A B A B ...) so that drift in the machine's load hits both alike.
       for (const kind of options.brokers) {
         if (interrupted) return
@@ -134,8 +154,8 @@ async function main(): Promise<void> {
             publishers: current.publishers,
             subscriber: current.subscriber,
             scenario,
-            warmupMs: options.warmupSeconds * 1000,
-            measureMs: options.measureSeconds * 1000,
+            warmupMs: warmupSeconds * 1000,
+            measureMs: measureSeconds * 1000,
             windowSize: options.windowSize,
             ratePerSec: options.ratePerSec,
             sampleBroker: () => current.sample(),
@@ -143,7 +163,7 @@ async function main(): Promise<void> {
           })
           const result = record.result
           log(
-            `round ${round}/${options.rounds} ${scenario.name.padEnd(15)} ${kind.padEnd(7)} ` +
+            `round ${round}/${options.rounds} ${scenario.name.padEnd(18)} ${kind.padEnd(7)} ` +
               `${result.msgsPerSec.toFixed(0).padStart(6)} msg/s  ${result.brokerCpuMicrosPerMsg.toFixed(1).padStart(6)} µs CPU/msg  ` +
               `broker ${result.brokerCpuCores.toFixed(2)} cores  load-gen ${result.loadGenCpuCores.toFixed(2)} cores  ` +
               `p50 ${result.latencyP50Ms.toFixed(2)} ms  p99 ${result.latencyP99Ms.toFixed(2)} ms` +
@@ -182,7 +202,7 @@ async function main(): Promise<void> {
   for (const kind of [...brokers.keys()].reverse()) await brokers.get(kind)?.close()
   brokers.clear()
 
-  const summary = summarize(records, options.scenarios, options.brokers)
+  const summary = summarize(records, [...options.scenarios, ...options.sweep], options.brokers)
   const table = markdownTable(summary)
   const cpuModel = cpus()[0]?.model ?? 'unknown'
   process.stdout.write(
@@ -192,37 +212,41 @@ async function main(): Promise<void> {
   for (const [kind, error] of Object.entries(startErrors))
     process.stdout.write(`\n${kind} did not start: ${error}\n`)
 
-  const file = join(resultsDir, `broker-${startedAt.toISOString().slice(0, 19).replaceAll(':', '-')}.json`)
   const { help: _help, ...recordedOptions } = options
-  writeFileSync(
-    file,
-    `${JSON.stringify(
-      {
-        benchmark: 'broker',
-        startedAt: startedAt.toISOString(),
-        finishedAt: new Date().toISOString(),
-        machine: {
-          cpuModel,
-          cores: cpus().length,
-          node: process.version,
-          platform: platform(),
-          arch: arch(),
-          totalMemoryBytes: totalmem(),
-          loadAverageAtStart,
-          loadAverageAtEnd: loadavg(),
-        },
-        versions: { aedes: packageVersion('aedes'), mqtt: packageVersion('mqtt') },
-        options: { ...recordedOptions, payloadBytes: PAYLOAD_BYTES },
-        startErrors,
-        idleCpuMsPerSec,
-        summary,
-        runs: records,
-      },
-      null,
-      2,
-    )}\n`,
-  )
-  log(`\nraw results: ${file}`)
+  const versions = { aedes: packageVersion('aedes'), mqtt: packageVersion('mqtt') }
+  const raw = {
+    benchmark: 'broker',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine: {
+      cpuModel,
+      cores: cpus().length,
+      node: process.version,
+      platform: platform(),
+      arch: arch(),
+      totalMemoryBytes: totalmem(),
+      loadAverageAtStart,
+      loadAverageAtEnd: loadavg(),
+    },
+    versions,
+    options: { ...recordedOptions, payloadBytes: PAYLOAD_BYTES },
+    startErrors,
+    idleCpuMsPerSec,
+    summary,
+    runs: records,
+  }
+  const section = brokerSection({
+    options,
+    records,
+    summary,
+    idleCpuMsPerSec,
+    startErrors,
+    versions,
+    startedAt,
+    durationSec: (Date.now() - startedAt.getTime()) / 1000,
+  })
+  const file = writeSection(resultsDir, section, raw)
+  log(`\nresults: ${file}`)
   // Results are written either way; the exit code says whether they are complete.
   if (Object.keys(startErrors).length > 0 || records.some((record) => record.error !== undefined)) {
     process.exitCode = 1

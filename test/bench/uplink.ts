@@ -1,4 +1,5 @@
-// The uplink benchmark (`npm run bench:uplink`; see docs/BENCHMARKS.md). Three questions:
+// The uplink benchmark (`npm run bench:uplink`, also run by `npm run bench`; see
+// docs/benchmark-methods.md#uplink). Three questions:
 //  1. Encryption and framing throughput, in process: records packed into fixed-size cells, sealed
 //     with secretstream, opened and unpacked on the other side, per cell size, against the same
 //     records each sealed on their own with XChaCha20-Poly1305 (what per-record, TLS-like framing
@@ -8,7 +9,8 @@
 //     counting TCP proxy; wire bytes (both directions) over the raw bytes of the records' JSON.
 //  3. Delivery latency per mode: the device's publish time travels in the record, and the
 //     receiver's store is wrapped to stamp each record when its batch is stored.
-// Progress goes to stderr, the results table to stdout and a JSON file in test/bench/results.
+// Progress goes to stderr, the results tables to stdout and a section file (see _section.ts) to
+// test/bench/results.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -42,6 +44,9 @@ import {
 import { sodiumReady } from '../../sync/noise-ik.ts'
 import { STREAM_OVERHEAD_BYTES } from '../../sync/secret-stream.ts'
 import { type CellBytes, checkCellBytes } from '../../sync/wire.ts'
+import { formatNumber, plural, sectionSummary } from './_markdown.ts'
+import { byMode } from './_quick.ts'
+import { type BenchFigure, type BenchPlot, type BenchSection, cdfPoints, writeSection } from './_section.ts'
 import { median, percentiles } from './_stats.ts'
 
 const BIN = resolve(import.meta.dirname, '../../bin/taureau')
@@ -76,18 +81,29 @@ const FRESH_STATS_POLL_MS = 15
 /** Rate margin of the load-sized schedules over the cells the load needs. */
 const SIZING_MARGIN = 1.5
 
+// Quick mode (`--quick`, BENCH_QUICK=1) only shortens the defaults; explicit values still win.
 const { values: flags } = parseArgs({
   options: {
     parts: { type: 'string', default: process.env.BENCH_UPLINK_PARTS ?? 'throughput,network' },
-    'throughput-ms': { type: 'string', default: process.env.BENCH_UPLINK_THROUGHPUT_MS ?? '300' },
-    'throughput-rounds': { type: 'string', default: process.env.BENCH_UPLINK_THROUGHPUT_ROUNDS ?? '5' },
-    seconds: { type: 'string', default: process.env.BENCH_UPLINK_SECONDS ?? '12' },
-    'warmup-seconds': { type: 'string', default: process.env.BENCH_UPLINK_WARMUP_SECONDS ?? '2' },
+    'throughput-ms': {
+      type: 'string',
+      default: process.env.BENCH_UPLINK_THROUGHPUT_MS ?? byMode('300', '100'),
+    },
+    'throughput-rounds': {
+      type: 'string',
+      default: process.env.BENCH_UPLINK_THROUGHPUT_ROUNDS ?? byMode('5', '1'),
+    },
+    seconds: { type: 'string', default: process.env.BENCH_UPLINK_SECONDS ?? byMode('12', '3') },
+    'warmup-seconds': {
+      type: 'string',
+      default: process.env.BENCH_UPLINK_WARMUP_SECONDS ?? byMode('2', '1'),
+    },
     rounds: { type: 'string', default: process.env.BENCH_UPLINK_ROUNDS ?? '1' },
     rate: { type: 'string', default: process.env.BENCH_UPLINK_RATE ?? '50' },
     'cell-bytes': { type: 'string', default: process.env.BENCH_UPLINK_CELL_BYTES ?? '1024' },
     modes: { type: 'string', default: process.env.BENCH_UPLINK_MODES ?? 'all' },
     'results-dir': { type: 'string', default: process.env.BENCH_UPLINK_RESULTS_DIR ?? 'test/bench/results' },
+    quick: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 })
@@ -999,10 +1015,20 @@ async function networkPart(modes: readonly BenchMode[], sizing: ReturnType<typeo
       latencyP99ToPeer: peerLatency === undefined ? Number.NaN : latency.p99 / peerLatency.p99,
     }
   })
+  const latencyCdfs = modes.map((mode) => ({
+    name: mode.name,
+    points: cdfPoints(
+      runs
+        .filter((run) => run.mode === mode.name)
+        .flatMap((run) => run.latencies)
+        .sort((a, b) => a - b),
+    ),
+  }))
   return {
     rows,
     peerName,
     problems,
+    latencyCdfs,
     runs: runs.map(({ latencies, ...rest }) => ({
       ...rest,
       latencyP50Ms: percentiles(Float64Array.from(latencies), latencies.length, [0.5])[0],
@@ -1071,80 +1097,220 @@ async function main() {
       network === undefined ? undefined : { rows: network.rows, peer: network.peerName, runs: network.runs },
     problems,
   }
-  const dir = resolve(flags['results-dir'] as string)
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, `uplink-${startedAt.toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`)
-  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`)
-
-  const out = (line: string) => process.stdout.write(`${line}\n`)
-  out(
+  const section = uplinkSection(startedAt, sizing, throughput, network, problems)
+  const file = writeSection(resolve(flags['results-dir'] as string), section, results)
+  process.stdout.write(
     `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, Node ${machine.node}; ` +
       `load average at start ${machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}, ` +
-      `at end ${results.machine.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' ')}`,
-  )
-  if (throughput !== undefined) {
-    out('')
-    out(
-      `Encryption and framing, in process (seal + open, pack + unpack), one thread; medians of ${THROUGHPUT_ROUNDS} rounds of ${THROUGHPUT_MS} ms. ` +
-        'MB/s counts record payload (10^6 bytes). Wire/payload: bytes on the wire per payload byte when cells are full.',
-    )
-    out('')
-    out('| record | path | records/s | MB/s | / aead-per-record | / copy | wire/payload |')
-    out('|---|---|---|---|---|---|---|')
-    for (const row of throughput.rows) {
-      out(
-        `| ${row.recordBytes} B | ${row.path} | ${fixed(row.recordsPerSec)} | ${fixed(row.payloadMBPerSec, 1)} | ${fixed(row.ratioToAead, 2)} | ${fixed(row.ratioToCopy, 3)} | ${fixed(row.wirePerPayloadByte, 3)} |`,
-      )
-    }
-  }
-  if (network !== undefined) {
-    const peer = network.peerName ?? 'peer'
-    out('')
-    out(
-      `ETL load: 1 device, ${RATE} msg/s of ~100-byte JSON readings at QoS 1, one ${sizing.rawBytes}-byte record emitted per message ` +
-        `(${sizing.framedBytes} bytes in the cell stream with its envelope); ${CELL_BYTES}-byte cells; the load needs ${fixed(sizing.cellsPerSec, 1)} cells/s. ` +
-        `${SECONDS} s measured after ${WARMUP_SECONDS} s; ${ROUNDS} round(s), medians. Wire = TCP payload bytes both ways ` +
-        "(receiver: 1 cell / 250 ms); raw = the records' JSON.",
-    )
-    out('')
-    out(
-      '| mode | settings | cells/s at most | carries load | up B/s | down B/s | raw B/s | wire/raw | up/raw | framed/raw | data cells/s | cover cells/s | cover share | gateway CPU |',
-    )
-    out('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for (const row of network.rows) {
-      out(
-        `| ${row.mode} | ${row.settings} | ${Number.isFinite(row.scheduleCellsPerSec) ? fixed(row.scheduleCellsPerSec, 1) : 'as needed'} | ${row.carriesLoad ? 'yes' : 'no'} (stored/published in window ${fixed(row.storedInWindowShare, 2)}; ${row.delivered}/${row.published} in the end) | ${fixed(row.upBytesPerSec)} | ${fixed(row.downBytesPerSec)} | ${fixed(row.rawBytesPerSec)} | ${fixed(row.overhead, 2)} | ${fixed(row.overheadUp, 2)} | ${fixed(row.framedOverRaw, 2)} | ${fixed(row.dataCellsPerSec, 1)} | ${fixed(row.dummyCellsPerSec, 1)} | ${fixed(row.coverShare * 100, 1)}% | ${fixed(row.gatewayCpuCores, 3)} |`,
-      )
-    }
-    out('')
-    out(
-      'framed/raw: record bytes in the cell stream (JSON envelope with tenant, function, stream and createdAt, ' +
-        'plus the 12-byte record header) over raw. Cover share: dummy cells over data and dummy cells; data cells ' +
-        'are often part full, and their padding is overhead too. Cells/s at most: what the schedule sends ' +
-        '(late timers skip slots, so a 1 ms clock sends fewer).',
-    )
-    out('')
-    out(
-      `Delivery latency, device publish to stored in the cloud store (pooled over rounds); / ${peer}: ratio to the floor. ` +
-        'The uplink reads each record as soon as the commit that wrote it is done.',
-    )
-    out('')
-    out(`| mode | settings | p50 ms | p99 ms | max ms | samples | p50 / ${peer} | p99 / ${peer} |`)
-    out('|---|---|---|---|---|---|---|---|')
-    for (const row of network.rows) {
-      out(
-        `| ${row.mode} | ${row.settings} | ${fixed(row.latencyP50Ms)} | ${fixed(row.latencyP99Ms)} | ${fixed(row.latencyMaxMs)} | ${row.latencySamples} | ${fixed(row.latencyP50ToPeer, 2)} | ${fixed(row.latencyP99ToPeer, 2)} |`,
-      )
-    }
-  }
-  out('')
-  out(
-    problems.length === 0
-      ? 'Delivery check: every record reached the cloud store once.'
-      : `Problems:\n${problems.map((p) => `- ${p}`).join('\n')}`,
+      `at end ${results.machine.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' ')}\n\n` +
+      `${sectionSummary(section)}\n\n` +
+      (problems.length === 0
+        ? 'Delivery check: every record reached the cloud store once.\n'
+        : `Problems:\n${problems.map((p) => `- ${p}`).join('\n')}\n`),
   )
   log(`results in ${file}`)
   if (problems.length > 0) process.exitCode = 1
+}
+
+/** The uplink benchmark's results as a report section: each path and mode against raw data. */
+function uplinkSection(
+  startedAt: Date,
+  sizing: ReturnType<typeof loadSizing>,
+  throughput: Awaited<ReturnType<typeof throughputPart>> | undefined,
+  network: Awaited<ReturnType<typeof networkPart>> | undefined,
+  problems: readonly string[],
+): BenchSection {
+  const num = (value: number, digits = 0): number | string =>
+    Number.isFinite(value) ? Number(value.toFixed(digits)) : 'n/a'
+  const round = (value: number, digits: number): number => Number(value.toFixed(digits))
+  const figures: BenchFigure[] = []
+  const plots: BenchPlot[] = []
+  const tables: BenchSection['tables'] = []
+  if (throughput !== undefined) {
+    const cellPath = THROUGHPUT_CELL_SIZES.includes(CELL_BYTES) ? `cells-${CELL_BYTES}` : 'cells-1024'
+    for (const recordBytes of RECORD_SIZES) {
+      const rowOf = (path: string) =>
+        throughput.rows.find((row) => row.recordBytes === recordBytes && row.path === path)
+      const cells = rowOf(cellPath)
+      const aead = rowOf('aead-per-record')
+      if (cells === undefined || aead === undefined) continue
+      figures.push({
+        name: `Records/s sealed and opened in ${cellPath.slice('cells-'.length)}-byte cells, ${recordBytes}-byte records`,
+        value: Math.round(cells.recordsPerSec),
+        unit: 'records/s',
+        peer: {
+          name: 'each record sealed on its own (XChaCha20-Poly1305)',
+          value: Math.round(aead.recordsPerSec),
+        },
+        ratio: round(cells.recordsPerSec / aead.recordsPerSec, 3),
+        note: `median per-round ratio ${formatNumber(cells.ratioToAead)}; wire/payload ${formatNumber(cells.wirePerPayloadByte)}`,
+      })
+    }
+    tables.push({
+      caption:
+        `Encryption and framing, in process (seal + open, pack + unpack), one thread; medians of ${plural(THROUGHPUT_ROUNDS, 'round')} of ${THROUGHPUT_MS} ms. ` +
+        'MB/s counts record payload (10^6 bytes); wire/payload: bytes on the wire per payload byte when cells are full',
+      columns: ['record', 'path', 'records/s', 'MB/s', '/ aead-per-record', '/ copy', 'wire/payload'],
+      rows: throughput.rows.map((row) => [
+        `${row.recordBytes} B`,
+        row.path,
+        num(row.recordsPerSec),
+        num(row.payloadMBPerSec, 1),
+        num(row.ratioToAead, 2),
+        num(row.ratioToCopy, 3),
+        num(row.wirePerPayloadByte, 3),
+      ]),
+    })
+    plots.push({
+      id: 'uplink-throughput',
+      title: 'Encryption and framing throughput by cell size, one thread',
+      kind: 'line',
+      x: { label: 'cell size (bytes)' },
+      y: { label: 'records per second', log: true },
+      series: RECORD_SIZES.flatMap((recordBytes) => {
+        const mine = throughput.rows.filter((row) => row.recordBytes === recordBytes)
+        const cellRows = mine.filter((row) => row.path.startsWith('cells-'))
+        const xs = cellRows.map((row) => Number(row.path.slice('cells-'.length)))
+        const flat = (path: string): Array<[number, number]> => {
+          const rate = mine.find((row) => row.path === path)?.recordsPerSec ?? Number.NaN
+          return xs.length === 0
+            ? []
+            : [
+                [Math.min(...xs), rate],
+                [Math.max(...xs), rate],
+              ]
+        }
+        return [
+          {
+            name: `cells, ${recordBytes} B records`,
+            points: cellRows.map((row, i) => [xs[i] as number, row.recordsPerSec]),
+          },
+          { name: `sealed one by one, ${recordBytes} B`, points: flat('aead-per-record') },
+          { name: `copy only, ${recordBytes} B`, points: flat('copy') },
+        ]
+      }),
+    })
+  }
+  if (network !== undefined) {
+    const peer = network.rows.find((row) => row.mode === network.peerName)
+    for (const row of network.rows) {
+      figures.push({
+        name: `Bytes on the wire (both ways) per second, ${row.mode} (${row.settings})`,
+        value: Math.round(row.upBytesPerSec + row.downBytesPerSec),
+        unit: 'B/s',
+        peer: { name: "raw data (the records' JSON)", value: Math.round(row.rawBytesPerSec) },
+        ratio: round(row.overhead, 3),
+        note: row.carriesLoad ? 'carries the load' : 'does not carry the load',
+      })
+    }
+    for (const row of network.rows) {
+      if (peer === undefined || row.mode === peer.mode) continue
+      for (const [label, value, peerValue] of [
+        ['p50', row.latencyP50Ms, peer.latencyP50Ms],
+        ['p99', row.latencyP99Ms, peer.latencyP99Ms],
+      ] as const) {
+        figures.push({
+          name: `Delivery latency ${label}, ${row.mode}`,
+          value: round(value, 1),
+          unit: 'ms',
+          peer: { name: `${peer.mode} (no shaping)`, value: round(peerValue, 1) },
+          ratio: round(value / peerValue, 2),
+        })
+      }
+    }
+    tables.push({
+      caption:
+        `ETL load: 1 device, ${RATE} msg/s of ~100-byte JSON readings at QoS 1, one ${sizing.rawBytes}-byte record emitted per message ` +
+        `(${sizing.framedBytes} bytes in the cell stream with its envelope); ${CELL_BYTES}-byte cells; the load needs ${formatNumber(sizing.cellsPerSec)} cells/s. ` +
+        `${SECONDS} s measured after ${WARMUP_SECONDS} s; ${plural(ROUNDS, 'round')}, medians. Wire = TCP payload bytes both ways ` +
+        "(receiver: 1 cell / 250 ms); raw = the records' JSON; framed/raw: record bytes in the cell stream over raw; " +
+        'cover share: dummy cells over all cells sent',
+      columns: [
+        'mode',
+        'settings',
+        'cells/s at most',
+        'carries load',
+        'up B/s',
+        'down B/s',
+        'raw B/s',
+        'wire/raw',
+        'up/raw',
+        'framed/raw',
+        'data cells/s',
+        'cover cells/s',
+        'cover share',
+        'gateway CPU',
+      ],
+      rows: network.rows.map((row) => [
+        row.mode,
+        row.settings,
+        Number.isFinite(row.scheduleCellsPerSec) ? num(row.scheduleCellsPerSec, 1) : 'as needed',
+        `${row.carriesLoad ? 'yes' : 'no'} (stored/published in window ${formatNumber(row.storedInWindowShare)}; ${row.delivered}/${row.published} in the end)`,
+        num(row.upBytesPerSec),
+        num(row.downBytesPerSec),
+        num(row.rawBytesPerSec),
+        num(row.overhead, 2),
+        num(row.overheadUp, 2),
+        num(row.framedOverRaw, 2),
+        num(row.dataCellsPerSec, 1),
+        num(row.dummyCellsPerSec, 1),
+        `${formatNumber(row.coverShare * 100)}%`,
+        num(row.gatewayCpuCores, 3),
+      ]),
+    })
+    const peerLabel = network.peerName ?? 'peer'
+    tables.push({
+      caption: `Delivery latency, device publish to stored in the cloud store (pooled over rounds); / ${peerLabel}: ratio to the floor`,
+      columns: [
+        'mode',
+        'settings',
+        'p50 ms',
+        'p99 ms',
+        'max ms',
+        'samples',
+        `p50 / ${peerLabel}`,
+        `p99 / ${peerLabel}`,
+      ],
+      rows: network.rows.map((row) => [
+        row.mode,
+        row.settings,
+        num(row.latencyP50Ms),
+        num(row.latencyP99Ms),
+        num(row.latencyMaxMs),
+        row.latencySamples,
+        num(row.latencyP50ToPeer, 2),
+        num(row.latencyP99ToPeer, 2),
+      ]),
+    })
+    plots.push({
+      id: 'uplink-latency',
+      title: `Uplink delivery latency per shaper mode, ${RATE} msg/s, ${CELL_BYTES}-byte cells`,
+      kind: 'cdf',
+      x: { label: 'device publish to stored in the cloud (ms)', log: true },
+      y: { label: 'fraction of records' },
+      series: network.latencyCdfs,
+    })
+  }
+  return {
+    id: 'uplink',
+    title: 'Private uplink: cells against raw data',
+    command: 'npm run bench:uplink',
+    startedAt: startedAt.toISOString(),
+    durationSec: round((Date.now() - startedAt.getTime()) / 1000, 1),
+    method:
+      'In process, one thread: records packed into fixed-size cells, sealed with secretstream, opened and unpacked, against the same records ' +
+      'each sealed on its own and against a plain copy. Over the network: per shaper mode, a fresh gateway child streams the records of an ETL ' +
+      `function (${RATE} msg/s from one device) to a real receiver in this process through a counting TCP proxy; wire bytes both ways are ` +
+      "compared with the raw bytes of the records' JSON, and each record's publish-to-stored latency with mode `off` (no shaping). " +
+      'Long form: [benchmark-methods.md#uplink](benchmark-methods.md#uplink).',
+    figures,
+    tables,
+    plots,
+    notes:
+      problems.length === 0
+        ? ['Delivery check: every record reached the cloud store once.']
+        : problems.map((problem) => `Problem: ${problem}`),
+  }
 }
 
 function printHelp(): void {
@@ -1158,7 +1324,8 @@ function printHelp(): void {
   --rate N                device messages per second (BENCH_UPLINK_RATE, 50)
   --cell-bytes N          512, 1024 or 1200 for the network part (BENCH_UPLINK_CELL_BYTES, 1024)
   --modes a,b             subset of: off, epoch-default, epoch, clock, tiered, clock-1ms (BENCH_UPLINK_MODES, all)
-  --results-dir DIR       where the JSON goes (BENCH_UPLINK_RESULTS_DIR, test/bench/results)
+  --results-dir DIR       where the section file goes (BENCH_UPLINK_RESULTS_DIR, test/bench/results)
+  --quick                 shorter defaults, to check the pipeline (also BENCH_QUICK=1)
 `)
 }
 
