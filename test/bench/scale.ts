@@ -141,6 +141,8 @@ interface FleetRun {
   devices: number
   ratePerSec: number
   connectSeconds: number
+  /** Devices online when the warm-up began. */
+  connectedAtStart: number
   windowStartMs: number
   windowEndMs: number
   ackedPerSec: number
@@ -187,13 +189,14 @@ async function runFleet(options: {
   })
   try {
     const deadline = performance.now() + CONNECT_TIMEOUT_MS
-    while (fleet.stats().connected < devices.length) {
-      if (performance.now() > deadline) {
-        throw new Error(
-          `Cannot run the fleet: ${fleet.stats().connected} of ${devices.length} devices online after ${CONNECT_TIMEOUT_MS / 1000} s`,
-        )
-      }
-      await sleep(200)
+    while (fleet.stats().connected < devices.length && performance.now() < deadline) await sleep(200)
+    // A gateway that cannot keep up refuses readings and closes connections, which reconnect: the
+    // run goes on with what is online, and the table shows how many were.
+    const connectedAtStart = fleet.stats().connected
+    if (connectedAtStart < devices.length) {
+      log(
+        `  ${options.target}: only ${connectedAtStart} of ${devices.length} devices online after ${CONNECT_TIMEOUT_MS / 1000} s; measuring anyway`,
+      )
     }
     const connectSeconds = (performance.now() - connectStart) / 1000
     log(`  ${options.target}: ${devices.length} devices online in ${connectSeconds.toFixed(1)} s; warming up`)
@@ -214,6 +217,7 @@ async function runFleet(options: {
       devices: devices.length,
       ratePerSec,
       connectSeconds,
+      connectedAtStart,
       windowStartMs,
       windowEndMs,
       ackedPerSec: ackedInWindow / ((windowEndMs - windowStartMs) / 1000),
@@ -424,7 +428,7 @@ async function main(): Promise<void> {
       caption: 'Fleet run',
       columns: [
         'target',
-        'devices',
+        'devices (online at start)',
         'online after (s)',
         'acked/s',
         'PUBACK p50 (ms)',
@@ -437,7 +441,7 @@ async function main(): Promise<void> {
       ],
       rows: [fleetGateway, fleetBare].map((run) => [
         run.target,
-        run.devices,
+        `${run.devices} (${run.connectedAtStart})`,
         round(run.connectSeconds),
         Math.round(run.ackedPerSec),
         round(quantile(run.ackLatencyMs, 0.5), 2),
