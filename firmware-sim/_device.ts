@@ -17,13 +17,21 @@ const KEEPALIVE_SEC = 30
 
 /** The counters of a fleet, updated by its devices as things happen. */
 export interface FleetCounters {
+  /** Devices connected now. */
   connected: number
+  /** Readings published (each once, however often it was resent). */
   sent: number
+  /** Readings acknowledged (QoS 1 PUBACK, or QoS 0 written). */
   acked: number
+  /** Readings waiting on their device for a connection or for room in its in-flight window. */
   queued: number
+  /** Readings lost: QoS 0 without a connection, or the oldest of a full queue. */
   dropped: number
+  /** Connections that came back after being lost. */
   reconnects: number
+  /** Connection attempts that failed. */
   connectFailures: number
+  /** Injected vibration anomalies (whether or not they were delivered). */
   anomalies: number
 }
 

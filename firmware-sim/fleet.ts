@@ -74,24 +74,8 @@ export interface FleetOptions {
 }
 
 /** A fleet's counters at one moment. */
-export interface FleetStats {
+export interface FleetStats extends FleetCounters {
   devices: number
-  /** Devices connected now. */
-  connected: number
-  /** Readings published (each once, however often it was resent). */
-  sent: number
-  /** Readings acknowledged (QoS 1 PUBACK, or QoS 0 written). */
-  acked: number
-  /** Readings waiting on their device for a connection or for room in its in-flight window. */
-  queued: number
-  /** Readings lost: QoS 0 without a connection, or the oldest of a full queue. */
-  dropped: number
-  /** Connections that came back after being lost. */
-  reconnects: number
-  /** Connection attempts that failed. */
-  connectFailures: number
-  /** Injected vibration anomalies (whether or not they were delivered). */
-  anomalies: number
   /** Acks per second over the last ~5 s (once stopping: the last ~5 s before `stop()`). */
   ratePerSec: number
   /** Since `startFleet()`; once stopped, until the fleet had stopped. */

@@ -1,5 +1,6 @@
 // The CLI's `demo` command: the whole system on one box, see gateway/demo.ts.
 import { type Command, InvalidArgumentError, Option } from 'commander'
+import { closeOnSignals } from './cli-signals.ts'
 
 interface DemoFlags {
   data?: string
@@ -125,25 +126,10 @@ export function addDemoCommand(program: Command): void {
         report().catch((error: unknown) => console.error(`taureau demo: ${(error as Error).message}`))
       }, flags.interval * 1000)
 
-      let stopping = false
-      const stop = (signal: string): void => {
-        if (stopping) {
-          console.error(`taureau: ${signal} again, exiting now`)
-          process.exit(130)
-        }
-        stopping = true
+      closeOnSignals(async () => {
         clearInterval(timer)
-        demo.close().then(
-          () => {
-            console.log('The demo stopped.')
-          },
-          (error: unknown) => {
-            console.error(`taureau: shutdown failed: ${(error as Error).message}`)
-            process.exitCode = 1
-          },
-        )
-      }
-      process.once('SIGINT', () => stop('SIGINT'))
-      process.once('SIGTERM', () => stop('SIGTERM'))
+        await demo.close()
+        console.log('The demo stopped.')
+      })
     })
 }

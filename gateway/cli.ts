@@ -5,6 +5,7 @@ import packageJson from '../package.json' with { type: 'json' }
 import { ApiError, type ApiTarget, callApi, followEvents, resolveApiTarget } from './api-client.ts'
 import { addCloudCommands } from './cli-cloud.ts'
 import { addDemoCommand } from './cli-demo.ts'
+import { closeOnSignals } from './cli-signals.ts'
 import { addSimCommand } from './cli-sim.ts'
 import type { ConfigLayer } from './config.ts'
 import { GatewayError } from './errors.ts'
@@ -74,25 +75,7 @@ program
     console.log(
       `taureau gateway listening on mqtt://${host}:${mqttPort} and ws://${host}:${wsPort}/mqtt; API and UI at ${httpUrl} (data ${config.data}, admin token in ${config.data}/admin-token)`,
     )
-    let stopping = false
-    const stop = (signal: string): void => {
-      if (stopping) {
-        console.error(`taureau: ${signal} again, exiting now`)
-        process.exit(130)
-      }
-      stopping = true
-      gateway.close().then(
-        () => {
-          process.exitCode = 0
-        },
-        (error: unknown) => {
-          console.error(`taureau: shutdown failed: ${(error as Error).message}`)
-          process.exitCode = 1
-        },
-      )
-    }
-    process.once('SIGINT', () => stop('SIGINT'))
-    process.once('SIGTERM', () => stop('SIGTERM'))
+    closeOnSignals(() => gateway.close())
   })
 
 interface ApiFlags {

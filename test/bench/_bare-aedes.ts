@@ -1,10 +1,8 @@
 // Bare aedes (1.x, in-memory persistence, no hooks) in its own plain Node process, without tsx:
 // the peer whose CPU and memory the gateway's are compared with when the gateway runs its bundle.
 import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { stopChild } from './_cloud.ts'
+import { firstLine, stopChild } from './_child.ts'
 
 const SERVER = `
 import { createServer } from 'node:net'
@@ -29,13 +27,6 @@ export async function startBareAedes(): Promise<BareAedesProcess> {
     cwd: join(import.meta.dirname, '../..'),
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  const exited = once(child, 'exit')
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  const [line] = (await Promise.race([
-    once(lines, 'line'),
-    exited.then(([code]) => {
-      throw new Error(`Cannot start bare aedes: it exited with ${code}`)
-    }),
-  ])) as [string]
+  const line = await firstLine(child, 'bare aedes')
   return { child, pid: child.pid as number, port: Number(line), close: () => stopChild(child) }
 }

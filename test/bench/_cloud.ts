@@ -1,11 +1,10 @@
 // A cloud receiver in its own process (`taureau cloud`) for the benchmarks, with a gateway's key
 // registered, as `taureau cloud gateway add` would.
 import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { createSqliteCloudStore, encodeKey, loadIdentity } from '../../sync/index.ts'
+import { firstLine } from './_child.ts'
 
 export interface CloudProcess {
   child: ChildProcess
@@ -31,24 +30,7 @@ export async function startCloudProcess(options: {
   const child = spawn(file, [...prefix, 'cloud', '--data', cloudDir, '--host', '127.0.0.1', '--port', '0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  const exited = once(child, 'exit')
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  const [line] = (await Promise.race([
-    once(lines, 'line'),
-    exited.then(([code]) => {
-      throw new Error(`Cannot start the cloud receiver: it exited with ${code}`)
-    }),
-  ])) as [string]
+  const line = await firstLine(child, 'the cloud receiver')
   const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1])
   return { child, port, cloudKey }
-}
-
-/** Stops a child with SIGTERM and waits for it (SIGKILL after 10 s). */
-export async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = once(child, 'exit')
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
 }
