@@ -17,6 +17,7 @@ import { ApiError, type ApiTarget, callApi } from './api-client.ts'
 import { type ConfigLayer, loadConfig } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError } from './errors.ts'
 import { createGateway, type Gateway } from './gateway.ts'
+import type { PasswordHasherOptions } from './password-hasher.ts'
 
 /** The tenant the demo creates. */
 export const DEMO_TENANT = 'demo'
@@ -91,7 +92,7 @@ export interface DemoOptions {
   logger?: Logger | undefined
   logLevel?: string | undefined
   /** Argon2id cost of the gateway's secrets; tests lower it. */
-  hasher?: { opsLimit?: number; memLimitBytes?: number } | undefined
+  hasher?: PasswordHasherOptions | undefined
 }
 
 /** Counts of records the cloud receiver stored, by stream. */

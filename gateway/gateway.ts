@@ -22,7 +22,7 @@ import { createJournal, type Journal } from './journal.ts'
 import { createLiveStats } from './live-stats.ts'
 import { createMetrics, createOutboxMetrics, type Metrics } from './metrics.ts'
 import { createOutbox, loadOutboxKey, OUTBOX_SWEEP_RECORDS, type Outbox } from './outbox.ts'
-import { createPasswordHasher, type PasswordHasher } from './password-hasher.ts'
+import { createPasswordHasher, type PasswordHasher, type PasswordHasherOptions } from './password-hasher.ts'
 import { createPublishIds } from './publish-ids.ts'
 import { createStateStore, type StateChange } from './state-store.ts'
 import { createStore, type Store } from './store.ts'
@@ -34,8 +34,8 @@ export interface GatewayOptions {
   config: GatewayConfig
   /** Where logs go; defaults to pino on stderr at the configured level. */
   logger?: Logger
-  /** Argon2id cost; tests lower it. */
-  hasher?: { opsLimit?: number; memLimitBytes?: number }
+  /** Argon2id cost and the hashing worker's idle time; tests lower the cost. */
+  hasher?: PasswordHasherOptions
   /** Directory of the built UI; default `ui/dist` of this checkout. */
   uiDir?: string
   /** Runs the functions' `every` and `cron` triggers; tests fire ticks by hand. */
