@@ -2,6 +2,7 @@
 import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { type Command, InvalidArgumentError, Option } from 'commander'
+import { wholeNumberArg } from './cli-args.ts'
 
 const DEFAULT_CLOUD_DATA = '.taureau-cloud'
 const CLOUD_STORE_FILE = 'cloud.db'
@@ -40,14 +41,6 @@ async function openCloudStore(flags: CloudFlags, serving = false) {
     },
   })
 }
-
-const intArg =
-  (what: string, min: number) =>
-  (value: string): number => {
-    if (!/^\d+$/.test(value) || Number(value) < min)
-      throw new InvalidArgumentError(`must be a whole number >= ${min} (${what})`)
-    return Number(value)
-  }
 
 const cellArg = (value: string): number => {
   if (!['512', '1024', '1200'].includes(value)) throw new InvalidArgumentError('must be 512, 1024 or 1200')
@@ -88,7 +81,12 @@ export function addCloudCommands(program: Command): void {
       .description('run the cloud receiver that gateways stream their outbox to, or manage it'),
   )
     .option('--host <address>', 'address to listen on (default 0.0.0.0)', '0.0.0.0')
-    .option('--port <port>', 'port to listen on, 0 for any (default 7070)', intArg('port', 0), 7070)
+    .option(
+      '--port <port>',
+      'port to listen on, 0 for any (default 7070)',
+      wholeNumberArg(0, undefined, 'port'),
+      7070,
+    )
     .option(
       '--cell-bytes <n>',
       'bytes of every unit on the wire: 512, 1024 or 1200 (must match the gateways)',
@@ -99,7 +97,7 @@ export function addCloudCommands(program: Command): void {
       '--ack-interval-ms <ms>',
       'one cell back to each gateway per interval, acks or cover (1-10000; gateways drop a receiver silent for 60 s)',
       (value: string) => {
-        const ms = intArg('interval', 1)(value)
+        const ms = wholeNumberArg(1, undefined, 'interval')(value)
         if (ms > 10_000) throw new InvalidArgumentError('must be at most 10000')
         return ms
       },
@@ -187,7 +185,9 @@ export function addCloudCommands(program: Command): void {
     .option('--stream <stream>', 'only this stream')
     .option('--since <time>', 'created at or after (ISO date or ms since 1970)', sinceArg)
     .addOption(
-      new Option('--limit <n>', 'at most this many (max 10000)').argParser(intArg('limit', 1)).default(1000),
+      new Option('--limit <n>', 'at most this many (max 10000)')
+        .argParser(wholeNumberArg(1, undefined, 'limit'))
+        .default(1000),
     )
     .option('--json', 'print JSON, one record per line')
     .action(

@@ -3,8 +3,9 @@ import { closeSync, fchmodSync, openSync, readFileSync, writeSync } from 'node:f
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import type { DeviceCredentials, FleetStats, FleetSummary, SensorKind } from '../firmware-sim/index.ts'
 import { ApiError, resolveApiTarget } from './api-client.ts'
+import { wholeNumberArg } from './cli-args.ts'
+import { parseDuration } from './duration.ts'
 
-/** Exit code of a command line that cannot work (bad or missing flags), as for a bad config. */
 /** Usage errors exit 1, like every command of the CLI (commander's own code for them). */
 const USAGE_EXIT_CODE = 1
 /** How often the progress line is redrawn on a terminal, ms. */
@@ -37,14 +38,6 @@ interface SimFlags {
   json?: boolean
 }
 
-const wholeArg =
-  (min: number) =>
-  (value: string): number => {
-    if (!/^\d+$/.test(value) || Number(value) < min)
-      throw new InvalidArgumentError(`must be a whole number >= ${min}`)
-    return Number(value)
-  }
-
 const rateArg = (value: string): number => {
   const rate = Number(value)
   if (value.trim() === '' || !Number.isFinite(rate) || rate <= 0) {
@@ -53,11 +46,9 @@ const rateArg = (value: string): number => {
   return rate
 }
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 /** `500ms`, `10s`, `5m`, `1h`; a bare number is seconds. */
 const durationArg = (value: string): number => {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value)
-  const ms = match === null ? Number.NaN : Number(match[1]) * (UNIT_MS[match[2] ?? 's'] as number)
+  const ms = parseDuration(/^\d+(\.\d+)?$/.test(value) ? `${value}s` : value) ?? Number.NaN
   if (!(ms > 0)) throw new InvalidArgumentError("must be a time above 0 such as '500ms', '10s', '5m' or '1h'")
   return ms
 }
@@ -262,7 +253,11 @@ export function addSimCommand(program: Command): void {
     .description('simulate a fleet of sensor devices publishing to a gateway (see docs/simulator.md)')
     .requiredOption('--gateway <url>', 'the MQTT URL: mqtt://HOST:PORT or ws://HOST:PORT/mqtt', gatewayArg)
     .requiredOption('--rate <hz>', 'mean readings per second per device (0.2 is one every 5 s)', rateArg)
-    .option('--devices <n>', 'how many devices (with --credentials: the first N of the file)', wholeArg(1))
+    .option(
+      '--devices <n>',
+      'how many devices (with --credentials: the first N of the file)',
+      wholeNumberArg(1),
+    )
     .option('--tenant <tenant>', 'the tenant (with --credentials: checked against the usernames)')
     .addOption(
       new Option('--credentials <file>', 'JSON list of {id, username, password}, as --save writes').conflicts(
@@ -281,7 +276,7 @@ export function addSimCommand(program: Command): void {
     .option(
       '--burst <n>',
       'readings sent back to back per burst (the mean rate stays --rate)',
-      wholeArg(1),
+      wholeNumberArg(1),
       1,
     )
     .addOption(
@@ -301,7 +296,7 @@ export function addSimCommand(program: Command): void {
         .argParser(durationArg)
         .default(10_000, '10s'),
     )
-    .option('--connect-concurrency <n>', 'connection attempts awaiting CONNACK at once', wholeArg(1), 3)
+    .option('--connect-concurrency <n>', 'connection attempts awaiting CONNACK at once', wholeNumberArg(1), 3)
     .option('--json', 'print the summary as JSON on stdout')
   command.action(async (flags: SimFlags) => {
     const usage = (message: string): never => command.error(message, { exitCode: USAGE_EXIT_CODE })

@@ -2,7 +2,10 @@ import { Cron } from 'croner'
 import { z } from 'zod'
 import { namespacePathProblem } from '../sandbox/state-rules.ts'
 import { isValidFilter } from './acl.ts'
+import { parseDuration } from './duration.ts'
 import { TENANT_ID_PATTERN } from './names.ts'
+
+export { parseDuration } from './duration.ts'
 
 /** Function names follow the tenant id rules: they appear in URLs, metrics and log lines. */
 export const FUNCTION_NAME_PATTERN = TENANT_ID_PATTERN
@@ -15,21 +18,6 @@ export const MAX_CONFIG_CHARS = 64 * 1024
 export const MIN_EVERY_MS = 1_000
 /** Longest `every` interval: one week (timers past 2^31 ms do not fire as written anyway). */
 export const MAX_EVERY_MS = 7 * 24 * 3600 * 1000
-
-const DURATION_UNITS: Readonly<Record<string, number>> = {
-  ms: 1,
-  s: 1000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-}
-
-/** Milliseconds of a duration like `500ms`, `10s`, `5m`, `1h` or `1d`; undefined when it is not one. */
-export function parseDuration(text: string): number | undefined {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim())
-  if (match === null) return undefined
-  return Math.round(Number(match[1]) * (DURATION_UNITS[match[2] as string] as number))
-}
 
 const topicFilter = z
   .string()
