@@ -126,6 +126,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       workers: pool.workers,
       restarts: pool.restarts,
       isolations: pool.isolations,
+      evictions: pool.evictions,
     }))
     const functionStore = createFunctionStore(store.db, { deadLetterLimit: config.functions.deadLetterLimit })
     const journal = createJournal({

@@ -65,6 +65,8 @@ export interface SandboxFigures {
   workers: number
   restarts: number
   isolations: number
+  /** Idle tenant sandboxes dropped (functions.idleEvictMs). */
+  evictions: number
 }
 
 const DROP_REASONS: readonly DropReason[] = [
@@ -195,6 +197,12 @@ export function createMetrics(): Metrics {
     'Tenants moved to an isolation worker for overrunning a deadline or taking too much CPU',
     'counter',
     (f) => f.isolations,
+  )
+  sandboxFigure(
+    'taureau_sandbox_evictions_total',
+    'Idle tenant sandboxes dropped after functions.idleEvictMs without work (rebuilt at their next call)',
+    'counter',
+    (f) => f.evictions,
   )
 
   const metrics: Metrics = {
