@@ -1,12 +1,14 @@
-import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import type Database from 'better-sqlite3'
+// @ts-expect-error qlobber ships no types.
+import qlobber from 'qlobber'
+// @ts-expect-error as above; its aedes matcher lives at a deep path.
+import qlobberSub from 'qlobber/aedes/qlobber-sub.js'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 
-// qlobber ships neither types nor an ESM entry, and its aedes matcher lives at a deep path.
-const require = createRequire(import.meta.url)
-const QlobberSub = require('qlobber/aedes/qlobber-sub.js') as new (options: _QlobberOptions) => _QlobberSub
-const { QlobberTrue } = require('qlobber') as { QlobberTrue: new (options: _QlobberOptions) => _QlobberTrue }
+// Both are CommonJS modules: their default import is their module.exports.
+const QlobberSub = qlobberSub as new (options: _QlobberOptions) => _QlobberSub
+const { QlobberTrue } = qlobber as { QlobberTrue: new (options: _QlobberOptions) => _QlobberTrue }
 
 /** Default of {@link SqlitePersistenceOptions.maxQueuedPerClient}. */
 export const DEFAULT_MAX_QUEUED_PER_CLIENT = 10_000

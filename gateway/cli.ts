@@ -5,6 +5,7 @@ import packageJson from '../package.json' with { type: 'json' }
 import { ApiError, type ApiTarget, callApi, followEvents, resolveApiTarget } from './api-client.ts'
 import { addCloudCommands } from './cli-cloud.ts'
 import { addDemoCommand } from './cli-demo.ts'
+import { addDoctorCommands } from './cli-doctor.ts'
 import { closeOnSignals } from './cli-signals.ts'
 import { addSimCommand } from './cli-sim.ts'
 import type { ConfigLayer } from './config.ts'
@@ -897,6 +898,7 @@ stateKeyCommand('delete', 'delete a key').action(
 addCloudCommands(program)
 addSimCommand(program)
 addDemoCommand(program)
+addDoctorCommands(program)
 
 try {
   await program.parseAsync(process.argv)

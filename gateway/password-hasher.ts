@@ -1,32 +1,13 @@
 import { createHmac, randomBytes } from 'node:crypto'
-import { createRequire } from 'node:module'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { startModuleWorker } from '../sandbox/module-worker.ts'
 import { GATEWAY_ERROR_CODES, GatewayError } from './errors.ts'
 
-// The worker is plain JavaScript evaluated from this string so that it runs the same under tsx,
-// vitest and a bundle, with no TypeScript loader in the worker. It only hashes and verifies.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads')
-const sodium = require(workerData.sodiumPath)
-sodium.ready.then(() => {
-  parentPort.on('message', (job) => {
-    // Asked to stop: messages are handled in order, so every job sent before this one is done.
-    if (job.kind === 'close') {
-      parentPort.close()
-      return
-    }
-    try {
-      const result = job.kind === 'hash'
-        ? sodium.crypto_pwhash_str(job.secret, workerData.opsLimit, workerData.memLimitBytes)
-        : sodium.crypto_pwhash_str_verify(job.hash, job.secret)
-      parentPort.postMessage({ id: job.id, result })
-    } catch (error) {
-      parentPort.postMessage({ id: job.id, error: String(error && error.message || error) })
-    }
-  })
-  parentPort.postMessage({ ready: true })
-})
-`
+/** The worker's module (gateway/password-hasher-worker.ts, bundled by gateway/build.ts). */
+const WORKER_ENTRY = {
+  source: new URL('./password-hasher-worker.ts', import.meta.url),
+  bundled: 'password-hasher-worker.mjs',
+}
 
 /** Options of {@link createPasswordHasher}. */
 export interface PasswordHasherOptions {
@@ -64,7 +45,6 @@ interface Job {
   reject(error: Error): void
 }
 
-const require = createRequire(import.meta.url)
 const VERIFIED_CACHE_ENTRIES = 10_000
 
 /**
@@ -78,7 +58,6 @@ const IDLE_EXIT_MS = 30_000
 export function createPasswordHasher(options: PasswordHasherOptions = {}): PasswordHasher {
   const maxQueued = options.maxQueued ?? 256
   const workerData = {
-    sodiumPath: require.resolve('libsodium-wrappers-sumo'),
     opsLimit: options.opsLimit ?? 2,
     memLimitBytes: options.memLimitBytes ?? 19 * 1024 * 1024,
   }
@@ -107,7 +86,7 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}): Passw
   }
 
   const startWorker = (): Worker => {
-    const started = new Worker(WORKER_SOURCE, { eval: true, workerData })
+    const started = startModuleWorker(WORKER_ENTRY, { workerData })
     started.unref()
     started.on('message', (message: { id?: number; result?: string | boolean; error?: string }) => {
       if (message.id === undefined) return

@@ -1,6 +1,4 @@
 import { getRandomValues } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import {
   newQuickJSWASMModuleFromVariant,
   newVariant,
@@ -14,12 +12,12 @@ import { BYTES_MARKER, fromBoundaryJson, toBoundaryJson } from './bytes.ts'
 import { SANDBOX_ERROR_CODES, SandboxError, type SandboxErrorCode } from './errors.ts'
 import { GUEST_BOOTSTRAP } from './guest-bootstrap.ts'
 import { GUEST_LIBRARIES } from './guest-libraries.ts'
+import { quickJSWasmBytes } from './quickjs-wasm.ts'
 import { sharedClockNow } from './shared-clock.ts'
 import { namespacePathProblem, STATE_LIMITS } from './state-rules.ts'
 
 export { STATE_LIMITS }
 
-const require = createRequire(import.meta.url)
 const WASM_PAGE_BYTES = 65_536
 // Emscripten's build of QuickJS starts with 256 pages (16 MiB) of memory; the cap is above that.
 const INITIAL_PAGES = 256
@@ -34,7 +32,7 @@ let compiled: Promise<WebAssembly.Module> | undefined
 /** The QuickJS WebAssembly module, compiled once per thread and instantiated once per tenant. */
 export function quickJSWasmModule(): Promise<WebAssembly.Module> {
   if (compiled === undefined) {
-    compiled = WebAssembly.compile(readFileSync(require.resolve('@jitl/quickjs-wasmfile-release-sync/wasm')))
+    compiled = WebAssembly.compile(quickJSWasmBytes())
   }
   return compiled
 }

@@ -1,0 +1,192 @@
+// The Debian packages (`npm run package`): each is built, unpacked into a scratch root, and its own
+// Node runtime runs the gateway and a cloud receiver from it: a device publishes, a function runs,
+// the record reaches the receiver's store. The amd64 package runs through its /usr/bin/taureau; the
+// arm64 one under Debian's qemu-user. Building a package downloads its runtime from the npm registry
+// and compiles better-sqlite3 (cached in .build/cache), so the first run takes minutes.
+import { execFileSync, spawnSync } from 'node:child_process'
+import { readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import mqtt from 'mqtt'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { provisionDevices } from '../../firmware-sim/index.ts'
+import type { ApiTarget } from '../../gateway/api-client.ts'
+import { callApi } from '../../gateway/api-client.ts'
+import { buildGateway } from '../../gateway/build.ts'
+import { deploySampleFunctions, SAMPLE_FUNCTIONS } from '../../gateway/demo.ts'
+import {
+  buildPackage,
+  DEFAULT_CONFIG,
+  type DebianArch,
+  INSTALL_PATHS,
+  PACKAGED_NODE_VERSION,
+  SYSTEMD_UNIT,
+} from '../../gateway/package.ts'
+import { RUNTIME_NODE_FLAGS } from '../../gateway/runtime-settings.ts'
+import { createSqliteCloudStore } from '../../sync/index.ts'
+import { stopChild } from '../bench/_child.ts'
+import { startCloudProcess } from '../bench/_cloud.ts'
+import { tempDir, until } from '../helpers/gateway.ts'
+import { spawnGateway } from '../helpers/gateway-process.ts'
+
+const BUILD_TIMEOUT_MS = 15 * 60_000
+const SMOKE_TIMEOUT_MS = 5 * 60_000
+
+let bundled: Promise<unknown> | undefined
+/** The bundles, built once for both packages. */
+const bundles = () => {
+  bundled ??= buildGateway()
+  return bundled
+}
+
+/** Unpacks a .deb into a fresh scratch root, as dpkg would lay it out. */
+function unpack(deb: string): string {
+  const root = tempDir()
+  execFileSync('dpkg-deb', ['-x', deb, root])
+  return root
+}
+
+function control(deb: string, file: string): string {
+  return execFileSync('dpkg-deb', ['-I', deb, file], { encoding: 'utf8' })
+}
+
+/** Device → function → uplink → receiver, with the gateway and receiver run by `command`. */
+async function smoke(options: { command: [string, ...string[]] }): Promise<void> {
+  const gatewayDir = tempDir()
+  const cloudDir = tempDir()
+  const cloud = await startCloudProcess({ command: options.command, cloudDir, gatewayDir, name: 'box' })
+  const gateway = await spawnGateway({
+    command: options.command,
+    dataDir: gatewayDir,
+    args: ['--cloud', `127.0.0.1:${cloud.port}`, '--cloud-key', cloud.cloudKey],
+    logLevel: 'warn',
+    apiTimeoutMs: 120_000,
+  })
+  const client = { end: () => undefined } as { end(force?: boolean): unknown }
+  try {
+    const api: ApiTarget = {
+      url: gateway.httpUrl,
+      token: readFileSync(join(gatewayDir, 'admin-token'), 'utf8').trim(),
+    }
+    await callApi(api, 'POST', '/tenants', { id: 'site' })
+    await deploySampleFunctions(
+      api,
+      'site',
+      SAMPLE_FUNCTIONS.filter((fn) => fn.name === 'to-fahrenheit'),
+    )
+    const [device] = await provisionDevices({
+      apiUrl: api.url,
+      token: api.token,
+      tenant: 'site',
+      ids: ['probe'],
+    })
+    if (device === undefined) throw new Error('no device was provisioned')
+    const mqttClient = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, {
+      username: device.username,
+      password: device.password,
+      clientId: device.id,
+      reconnectPeriod: 0,
+      connectTimeout: 60_000,
+    })
+    client.end = (force) => mqttClient.end(force)
+    await mqttClient.publishAsync(
+      'sensors/probe/temperature',
+      JSON.stringify({ c: 20, ts: 1_700_000_000_000 }),
+      {
+        qos: 1,
+      },
+    )
+    const store = await createSqliteCloudStore({ file: join(cloudDir, 'cloud.db') })
+    try {
+      let payloads: unknown[] = []
+      await until(
+        async () => {
+          const records = await store.records({ gateway: 'box', tenant: 'site', stream: 'temperature' })
+          payloads = records.map((record) => JSON.parse(record.body))
+          return payloads.length > 0
+        },
+        'the record in the cloud store',
+        SMOKE_TIMEOUT_MS - 60_000,
+      )
+      expect(payloads).toEqual([{ device: 'probe', f: 68, ts: 1_700_000_000_000 }])
+    } finally {
+      await store.close()
+    }
+  } finally {
+    client.end(true)
+    await stopChild(gateway.child)
+    await stopChild(cloud.child)
+  }
+}
+
+/** `taureau doctor --json` run by `command` on a fresh data dir: the checks by name. */
+function doctor(command: [string, ...string[]]): Map<string, { status: string; finding: string }> {
+  const [file, ...prefix] = command
+  const result = spawnSync(file, [...prefix, 'doctor', '--data', join(tempDir(), 'data'), '--json'], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  })
+  if (result.stdout === '') throw new Error(`taureau doctor printed nothing: ${result.stderr}`)
+  const checks = JSON.parse(result.stdout) as Array<{ name: string; status: string; finding: string }>
+  return new Map(checks.map((check) => [check.name, check]))
+}
+
+describe.each(['amd64', 'arm64'] as DebianArch[])('the %s package', (arch) => {
+  let deb: string
+  let root: string
+  beforeAll(async () => {
+    await bundles()
+    deb = await buildPackage(arch)
+    root = unpack(deb)
+  }, BUILD_TIMEOUT_MS)
+
+  it('holds its runtime, the bundles, the addon for its architecture, a conffile and the unit', () => {
+    const fields = control(deb, 'control')
+    expect(fields).toMatch(new RegExp(`^Architecture: ${arch}$`, 'm'))
+    expect(fields).toMatch(/^Package: taureau$/m)
+    expect(control(deb, 'conffiles').trim()).toBe(INSTALL_PATHS.config)
+    expect(control(deb, 'postinst')).toContain('useradd --system')
+    const file = (path: string) => join(root, path)
+    expect(readFileSync(file(INSTALL_PATHS.config), 'utf8')).toBe(DEFAULT_CONFIG)
+    expect(readFileSync(file(INSTALL_PATHS.unit), 'utf8')).toBe(SYSTEMD_UNIT)
+    expect(statSync(file(INSTALL_PATHS.cli)).mode & 0o111).not.toBe(0)
+    const elfMachine = (path: string) => readFileSync(file(path)).readUInt16LE(18)
+    const machine = arch === 'amd64' ? 0x3e : 0xb7
+    expect(elfMachine(`${INSTALL_PATHS.home}/node/bin/node`)).toBe(machine)
+    expect(
+      elfMachine(`${INSTALL_PATHS.home}/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node`),
+    ).toBe(machine)
+    // No loose WebAssembly: QuickJS is inside the sandbox worker's bundle.
+    const listing = execFileSync('dpkg-deb', ['-c', deb], { encoding: 'utf8' })
+    expect(listing).not.toMatch(/\.wasm$/m)
+    expect(listing).toContain(`.${INSTALL_PATHS.home}/app/ui/dist/index.html`)
+  })
+
+  it(
+    'runs a device publish through a function to a cloud receiver on its own runtime',
+    async () => {
+      const home = join(root, INSTALL_PATHS.home)
+      // amd64 through the package's /usr/bin/taureau, which finds the unpacked tree (rather than
+      // /usr/lib/taureau) through TAUREAU_HOME, inherited by every process the test starts. arm64
+      // emulated: its runtime under qemu-user, with Debian's arm64 libraries as its root.
+      process.env.TAUREAU_HOME = home
+      const command: [string, ...string[]] =
+        arch === 'amd64'
+          ? ['sh', join(root, INSTALL_PATHS.cli)]
+          : [
+              'qemu-aarch64',
+              '-L',
+              '/usr/aarch64-linux-gnu',
+              join(home, 'node/bin/node'),
+              ...RUNTIME_NODE_FLAGS,
+              join(home, 'app/bin/taureau.mjs'),
+            ]
+      const checks = doctor(command)
+      expect(checks.get('runtime')).toMatchObject({ status: 'ok' })
+      expect(checks.get('runtime')?.finding).toContain(`v${PACKAGED_NODE_VERSION}`)
+      expect(checks.get('runtime')?.finding).toContain(arch === 'amd64' ? 'x64' : 'arm64')
+      expect(checks.get('addon')).toMatchObject({ status: 'ok' })
+      await smoke({ command })
+    },
+    SMOKE_TIMEOUT_MS,
+  )
+})
