@@ -273,9 +273,13 @@ function writeExecutable(file: string, text: string): void {
   chmodSync(file, 0o755)
 }
 
-/** Builds the package for `arch` from the current bundles; returns the .deb's path. */
-export async function buildPackage(arch: DebianArch): Promise<string> {
-  const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string
+/**
+ * Builds the package for `arch` from the current bundles; returns the .deb's path. `version` is
+ * package.json's unless given.
+ */
+export async function buildPackage(arch: DebianArch, options: { version?: string } = {}): Promise<string> {
+  const version =
+    options.version ?? (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string)
   if (!existsSync(join(ROOT, 'ui', 'dist', 'index.html')))
     throw new Error('Cannot package the gateway as ui/dist is missing: run npm run build first')
   const runtime = nodeRuntime(arch)

@@ -15,6 +15,8 @@ import { deviceIds, provisionDevices, startFleet } from '../../firmware-sim/inde
 import { type ApiTarget, callApi } from '../../gateway/api-client.ts'
 import { buildGateway, CLI_BUNDLE } from '../../gateway/build.ts'
 import { DEMO_TENANT, deploySampleFunctions, SAMPLE_FUNCTIONS } from '../../gateway/demo.ts'
+import { PACKAGED_NODE_VERSION } from '../../gateway/package.ts'
+import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from '../../gateway/runtime-settings.ts'
 import { spawnDemo, spawnGateway } from '../helpers/gateway-process.ts'
 import { startBareAedes } from './_bare-aedes.ts'
 import { stopChild } from './_child.ts'
@@ -29,7 +31,7 @@ const { values: flags } = parseArgs({
   options: {
     'demo-devices': { type: 'string', default: '20' },
     'traffic-seconds': { type: 'string', default: byMode('30', '10') },
-    'idle-seconds': { type: 'string', default: byMode('20', '8') },
+    'idle-seconds': { type: 'string', default: byMode('60', '8') },
     tenants: { type: 'string', default: '100' },
     'results-dir': { type: 'string', default: 'test/bench/results' },
     quick: { type: 'boolean', default: false },
@@ -40,7 +42,7 @@ const { values: flags } = parseArgs({
 const USAGE = `npm run bench:memory [-- options]
   --demo-devices N     devices sending to the demo (default 20)
   --traffic-seconds S  traffic before the demo's idle reading (default 30; quick 10)
-  --idle-seconds S     idle time; RSS is the median over its second half (default 20; quick 8)
+  --idle-seconds S     idle time; RSS is the median over its second half (default 60; quick 8)
   --tenants N          tenants of the multi-tenant run (default 100)
   --quick              shorter phases (also BENCH_QUICK=1)
 `
@@ -163,9 +165,12 @@ async function main(): Promise<void> {
     for (const child of children) child.kill('SIGKILL')
   })
 
-  // The gateway runs as it does on a box: the bundle, no TypeScript compiler loaded.
+  // The gateway runs as it does on a box: the bundle, no TypeScript compiler loaded, with the
+  // Node options and malloc settings of the package's /usr/bin/taureau. Every child inherits the
+  // malloc settings, the peer's too.
   await buildGateway()
-  const command: [string, ...string[]] = [process.execPath, CLI_BUNDLE]
+  Object.assign(process.env, RUNTIME_ENV)
+  const command: [string, ...string[]] = [process.execPath, ...RUNTIME_NODE_FLAGS, CLI_BUNDLE]
 
   // 1. The demo's gateway (the receiver apart, in its own process: the cloud), then the whole
   // `taureau demo` process: traffic, then idle with the devices connected.
@@ -334,8 +339,16 @@ async function main(): Promise<void> {
       tables,
       plots,
       notes: [
+        `Idle is ${idleMs / 1000} s with the devices connected, and its figure the median of the second half: the password hasher's worker (Argon2id, about 25 MB) starts with the devices' sign-ins and exits 30 s after the last one, so a box is at the figure from then on until devices sign in again. The plot shows the whole window.`,
         `The demo's traffic phases acknowledged ${demoGateway.acked} and ${demoAll.acked} readings. Its functions' schedules (rollup every 15 s, device states every 30 s) keep running while idle.`,
         'Every process runs the bundle (`npm run build`), as on an edge box: run from the TypeScript sources, each thread also loads tsx.',
+        `The gateway runs with the package's settings (gateway/runtime-settings.ts): node ${RUNTIME_NODE_FLAGS.join(' ')}, ${Object.entries(
+          RUNTIME_ENV,
+        )
+          .map(([name, value]) => `${name}=${value}`)
+          .join(
+            ', ',
+          )} (the peer has the same malloc settings). On this machine's Node 20; the package ships Node ${PACKAGED_NODE_VERSION}.`,
       ],
     },
     { demoGateway, demoAll, tenantsIdle, bareIdle, emptyRss, bareEmpty },

@@ -3,8 +3,10 @@
 // the record reaches the receiver's store. The amd64 package runs through its /usr/bin/taureau; the
 // arm64 one under Debian's qemu-user. Building a package downloads its runtime from the npm registry
 // and compiles better-sqlite3 (cached in .build/cache), so the first run takes minutes.
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import { readFileSync, statSync } from 'node:fs'
+import { type AddressInfo, createServer } from 'node:net'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { beforeAll, describe, expect, it } from 'vitest'
@@ -22,8 +24,8 @@ import {
   SYSTEMD_UNIT,
 } from '../../gateway/package.ts'
 import { RUNTIME_NODE_FLAGS } from '../../gateway/runtime-settings.ts'
-import { createSqliteCloudStore } from '../../sync/index.ts'
-import { stopChild } from '../bench/_child.ts'
+import { type CloudRecord, createSqliteCloudStore, encodeKey, loadIdentity } from '../../sync/index.ts'
+import { firstLine, stopChild } from '../bench/_child.ts'
 import { startCloudProcess } from '../bench/_cloud.ts'
 import { tempDir, until } from '../helpers/gateway.ts'
 import { spawnGateway } from '../helpers/gateway-process.ts'
@@ -190,3 +192,145 @@ describe.each(['amd64', 'arm64'] as DebianArch[])('the %s package', (arch) => {
     SMOKE_TIMEOUT_MS,
   )
 })
+
+describe('an upgrade of the amd64 package', () => {
+  it(
+    'keeps tenants, functions, the journal and the outbox, and loses no acknowledged message',
+    async () => {
+      await bundles()
+      // The previous version: no earlier release exists yet, so the same tree under a lower
+      // version. What this checks is the upgrade itself, as dpkg runs it: the service stopped, the
+      // files replaced over the same root, the new version started on the old data.
+      const previous = await buildPackage('amd64', { version: '0.0.1' })
+      const next = await buildPackage('amd64')
+      const root = unpack(previous)
+      const home = join(root, INSTALL_PATHS.home)
+      process.env.TAUREAU_HOME = home
+      const command: [string, ...string[]] = ['sh', join(root, INSTALL_PATHS.cli)]
+      const appVersion = () => JSON.parse(readFileSync(join(home, 'app/package.json'), 'utf8')).version
+      expect(appVersion()).toBe('0.0.1')
+
+      // The receiver is down while the old version runs: its records wait in the outbox, and the
+      // function's inputs may still be in the journal when the old version stops.
+      const gatewayDir = tempDir()
+      const cloudDir = tempDir()
+      const cloudPort = await freePort()
+      const cloudKey = await pairCloud(cloudDir, gatewayDir, 'box')
+      const cloudArgs = ['--cloud', `127.0.0.1:${cloudPort}`, '--cloud-key', cloudKey]
+      const old = await spawnGateway({ command, dataDir: gatewayDir, args: cloudArgs, logLevel: 'warn' })
+      const readings = 200
+      try {
+        const api: ApiTarget = {
+          url: old.httpUrl,
+          token: readFileSync(join(gatewayDir, 'admin-token'), 'utf8').trim(),
+        }
+        await callApi(api, 'POST', '/tenants', { id: 'site' })
+        await deploySampleFunctions(
+          api,
+          'site',
+          SAMPLE_FUNCTIONS.filter((fn) => fn.name === 'to-fahrenheit'),
+        )
+        const [device] = await provisionDevices({
+          apiUrl: api.url,
+          token: api.token,
+          tenant: 'site',
+          ids: ['probe'],
+        })
+        if (device === undefined) throw new Error('no device was provisioned')
+        const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${old.mqttPort}`, {
+          username: device.username,
+          password: device.password,
+          clientId: device.id,
+          reconnectPeriod: 0,
+        })
+        // Every reading acknowledged (PUBACK) before the old version is stopped.
+        await Promise.all(
+          Array.from({ length: readings }, (_, index) =>
+            client.publishAsync('sensors/probe/temperature', JSON.stringify({ c: index / 10, ts: index }), {
+              qos: 1,
+            }),
+          ),
+        )
+        client.end(true)
+      } finally {
+        // The package's prerm: systemctl stop, a SIGTERM.
+        await stopChild(old.child)
+      }
+
+      execFileSync('dpkg-deb', ['-x', next, root])
+      expect(appVersion()).toBe(JSON.parse(readFileSync('package.json', 'utf8')).version)
+
+      const upgraded = await spawnGateway({ command, dataDir: gatewayDir, args: cloudArgs, logLevel: 'warn' })
+      const cloud = spawn(
+        command[0],
+        [
+          ...command.slice(1),
+          'cloud',
+          '--data',
+          cloudDir,
+          '--host',
+          '127.0.0.1',
+          '--port',
+          String(cloudPort),
+        ],
+        {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      )
+      try {
+        await firstLine(cloud, 'the cloud receiver')
+        const functions = await upgraded.api('GET', '/tenants/site/functions')
+        expect(JSON.stringify(functions)).toContain('to-fahrenheit')
+        const store = await createSqliteCloudStore({ file: join(cloudDir, 'cloud.db') })
+        try {
+          let stored: CloudRecord[] = []
+          await until(
+            async () => {
+              stored = await store.records({
+                gateway: 'box',
+                tenant: 'site',
+                stream: 'temperature',
+                limit: 10_000,
+              })
+              return stored.length >= readings
+            },
+            `${readings} records in the cloud store`,
+            120_000,
+          )
+          const received = stored.map((record) => JSON.parse(record.body) as { ts: number; f: number })
+          // Each acknowledged reading exactly once, converted.
+          expect(received.map((reading) => reading.ts).sort((a, b) => a - b)).toEqual(
+            Array.from({ length: readings }, (_, index) => index),
+          )
+          for (const reading of received)
+            expect(reading.f).toBe(Math.round(((reading.ts / 10) * 1.8 + 32) * 10) / 10)
+        } finally {
+          await store.close()
+        }
+      } finally {
+        await stopChild(upgraded.child)
+        await stopChild(cloud)
+      }
+    },
+    BUILD_TIMEOUT_MS,
+  )
+})
+
+/** A port no one listens on now, for a receiver started later. */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+/** Registers the gateway of `gatewayDir` with the receiver of `cloudDir`; returns the receiver's key. */
+async function pairCloud(cloudDir: string, gatewayDir: string, name: string): Promise<string> {
+  const store = await createSqliteCloudStore({ file: join(cloudDir, 'cloud.db') })
+  await store.addGateway(name, encodeKey((await loadIdentity(gatewayDir)).publicKey))
+  await store.close()
+  return encodeKey((await loadIdentity(cloudDir)).publicKey)
+}
