@@ -5,7 +5,7 @@
 // and compiles better-sqlite3 (cached in .build/cache), so the first run takes minutes.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { readFileSync, statSync } from 'node:fs'
+import { cpSync, readFileSync, statSync } from 'node:fs'
 import { type AddressInfo, createServer } from 'node:net'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
@@ -161,6 +161,24 @@ describe.each(['amd64', 'arm64'] as DebianArch[])('the %s package', (arch) => {
     const listing = execFileSync('dpkg-deb', ['-c', deb], { encoding: 'utf8' })
     expect(listing).not.toMatch(/\.wasm$/m)
     expect(listing).toContain(`.${INSTALL_PATHS.home}/app/ui/dist/index.html`)
+  })
+
+  it('has a systemd unit that systemd accepts, with a low exposure score', () => {
+    // systemd-analyze resolves the unit's dependencies (multi-user.target, ...) in the root it is
+    // given: the host's units are copied beside the package's.
+    cpSync('/lib/systemd/system', join(root, 'lib/systemd/system'), { recursive: true, force: false })
+    const unit = join(root, INSTALL_PATHS.unit)
+    const verify = spawnSync('systemd-analyze', ['verify', `--root=${root}`, unit], { encoding: 'utf8' })
+    expect(verify.stderr).toBe('')
+    expect(verify.status).toBe(0)
+    const security = spawnSync('systemd-analyze', ['security', '--offline=true', `--root=${root}`, unit], {
+      encoding: 'utf8',
+    })
+    // 0 is the most locked down, 10 an unprotected service; 'OK' is below 4.
+    const exposure = Number(
+      /Overall exposure level for taureau\.service: ([\d.]+)/.exec(security.stdout)?.[1],
+    )
+    expect(exposure).toBeLessThanOrEqual(2)
   })
 
   it(
