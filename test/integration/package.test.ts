@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { cpSync, readFileSync, statSync } from 'node:fs'
 import { type AddressInfo, createServer } from 'node:net'
 import { join } from 'node:path'
-import mqtt from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { provisionDevices } from '../../firmware-sim/index.ts'
 import type { ApiTarget } from '../../gateway/api-client.ts'
@@ -28,7 +28,7 @@ import { type CloudRecord, createSqliteCloudStore, encodeKey, loadIdentity } fro
 import { firstLine, stopChild } from '../bench/_child.ts'
 import { startCloudProcess } from '../bench/_cloud.ts'
 import { tempDir, until } from '../helpers/gateway.ts'
-import { spawnGateway } from '../helpers/gateway-process.ts'
+import { type GatewayProcess, spawnGateway } from '../helpers/gateway-process.ts'
 
 const BUILD_TIMEOUT_MS = 15 * 60_000
 const SMOKE_TIMEOUT_MS = 5 * 60_000
@@ -51,6 +51,37 @@ function control(deb: string, file: string): string {
   return execFileSync('dpkg-deb', ['-I', deb, file], { encoding: 'utf8' })
 }
 
+/**
+ * On a gateway just started: tenant `site` with the demo's `to-fahrenheit`, and device `probe`
+ * connected, its MQTT client returned.
+ */
+async function siteWithProbe(gateway: GatewayProcess, dataDir: string): Promise<MqttClient> {
+  const api: ApiTarget = {
+    url: gateway.httpUrl,
+    token: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(),
+  }
+  await callApi(api, 'POST', '/tenants', { id: 'site' })
+  await deploySampleFunctions(
+    api,
+    'site',
+    SAMPLE_FUNCTIONS.filter((fn) => fn.name === 'to-fahrenheit'),
+  )
+  const [device] = await provisionDevices({
+    apiUrl: api.url,
+    token: api.token,
+    tenant: 'site',
+    ids: ['probe'],
+  })
+  if (device === undefined) throw new Error('no device was provisioned')
+  return mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, {
+    username: device.username,
+    password: device.password,
+    clientId: device.id,
+    reconnectPeriod: 0,
+    connectTimeout: 60_000,
+  })
+}
+
 /** Device → function → uplink → receiver, with the gateway and receiver run by `command`. */
 async function smoke(options: { command: [string, ...string[]] }): Promise<void> {
   const gatewayDir = tempDir()
@@ -65,30 +96,7 @@ async function smoke(options: { command: [string, ...string[]] }): Promise<void>
   })
   const client = { end: () => undefined } as { end(force?: boolean): unknown }
   try {
-    const api: ApiTarget = {
-      url: gateway.httpUrl,
-      token: readFileSync(join(gatewayDir, 'admin-token'), 'utf8').trim(),
-    }
-    await callApi(api, 'POST', '/tenants', { id: 'site' })
-    await deploySampleFunctions(
-      api,
-      'site',
-      SAMPLE_FUNCTIONS.filter((fn) => fn.name === 'to-fahrenheit'),
-    )
-    const [device] = await provisionDevices({
-      apiUrl: api.url,
-      token: api.token,
-      tenant: 'site',
-      ids: ['probe'],
-    })
-    if (device === undefined) throw new Error('no device was provisioned')
-    const mqttClient = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.mqttPort}`, {
-      username: device.username,
-      password: device.password,
-      clientId: device.id,
-      reconnectPeriod: 0,
-      connectTimeout: 60_000,
-    })
+    const mqttClient = await siteWithProbe(gateway, gatewayDir)
     client.end = (force) => mqttClient.end(force)
     await mqttClient.publishAsync(
       'sensors/probe/temperature',
@@ -238,29 +246,7 @@ describe('an upgrade of the amd64 package', () => {
       const old = await spawnGateway({ command, dataDir: gatewayDir, args: cloudArgs, logLevel: 'warn' })
       const readings = 200
       try {
-        const api: ApiTarget = {
-          url: old.httpUrl,
-          token: readFileSync(join(gatewayDir, 'admin-token'), 'utf8').trim(),
-        }
-        await callApi(api, 'POST', '/tenants', { id: 'site' })
-        await deploySampleFunctions(
-          api,
-          'site',
-          SAMPLE_FUNCTIONS.filter((fn) => fn.name === 'to-fahrenheit'),
-        )
-        const [device] = await provisionDevices({
-          apiUrl: api.url,
-          token: api.token,
-          tenant: 'site',
-          ids: ['probe'],
-        })
-        if (device === undefined) throw new Error('no device was provisioned')
-        const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${old.mqttPort}`, {
-          username: device.username,
-          password: device.password,
-          clientId: device.id,
-          reconnectPeriod: 0,
-        })
+        const client = await siteWithProbe(old, gatewayDir)
         // Every reading acknowledged (PUBACK) before the old version is stopped.
         await Promise.all(
           Array.from({ length: readings }, (_, index) =>
