@@ -107,7 +107,12 @@ function betterSqlite3(arch: DebianArch, runtime: string): string {
   for (const entry of ['package.json', 'binding.gyp', 'src', 'deps', 'lib'])
     cpSync(join(source, entry), join(work, entry), { recursive: true })
   const { cross } = ARCHES[arch]
-  const env: NodeJS.ProcessEnv = { ...process.env }
+  // Under `npm run`, npm's settings reach node-gyp as npm_config_* variables and win over its flags:
+  // a machine whose npmrc sets nodedir (for offline builds against the system's Node) would get
+  // an addon for that Node. None of them is passed on.
+  const env: NodeJS.ProcessEnv = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.toLowerCase().startsWith('npm_config_')),
+  )
   if (cross !== undefined) {
     Object.assign(env, { CC: `${cross}-gcc`, CXX: `${cross}-g++`, LINK: `${cross}-g++`, AR: `${cross}-ar` })
   }
@@ -123,9 +128,16 @@ function betterSqlite3(arch: DebianArch, runtime: string): string {
     const hint = cross === undefined ? 'g++, make and python3' : `Debian's g++-${cross}`
     throw new Error(`Cannot build better-sqlite3 for ${arch} (it needs ${hint}):\n${detail}`)
   }
-  const machine = elfMachine(join(work, 'build', 'Release', 'better_sqlite3.node'))
+  const built = join(work, 'build', 'Release', 'better_sqlite3.node')
+  const machine = elfMachine(built)
   if (machine !== ARCHES[arch].elfMachine)
     throw new Error(`better-sqlite3 was built for ELF machine 0x${machine.toString(16)}, not ${arch}`)
+  // The addon exports its registration under the ABI version of the headers it was built with.
+  const abi = readFileSync(join(runtime, 'include', 'node', 'node_version.h'), 'utf8').match(
+    /#define NODE_MODULE_VERSION (\d+)/,
+  )?.[1]
+  if (abi === undefined || !readFileSync(built).includes(`node_register_module_v${abi}`))
+    throw new Error(`better-sqlite3 was not built for Node ${PACKAGED_NODE_VERSION} (ABI ${abi})`)
   // Only what the package takes: the compiler's intermediate files are most of the build's size.
   rmSync(join(work, 'deps'), { recursive: true, force: true })
   rmSync(join(work, 'src'), { recursive: true, force: true })
