@@ -13,3 +13,10 @@ export function wholeNumberArg(min: number, max = Number.MAX_SAFE_INTEGER, what?
     return Number(value)
   }
 }
+
+/** A port flag: 0 (any free port) to 65535. */
+export function portArg(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) > 65_535)
+    throw new InvalidArgumentError('must be a port number 0-65535')
+  return Number(value)
+}

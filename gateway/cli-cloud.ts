@@ -2,7 +2,7 @@
 import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { type Command, InvalidArgumentError, Option } from 'commander'
-import { wholeNumberArg } from './cli-args.ts'
+import { portArg, wholeNumberArg } from './cli-args.ts'
 
 const DEFAULT_CLOUD_DATA = '.taureau-cloud'
 const CLOUD_STORE_FILE = 'cloud.db'
@@ -81,12 +81,7 @@ export function addCloudCommands(program: Command): void {
       .description('run the cloud receiver that gateways stream their outbox to, or manage it'),
   )
     .option('--host <address>', 'address to listen on (default 0.0.0.0)', '0.0.0.0')
-    .option(
-      '--port <port>',
-      'port to listen on, 0 for any (default 7070)',
-      wholeNumberArg(0, undefined, 'port'),
-      7070,
-    )
+    .option('--port <port>', 'port to listen on, 0 for any (default 7070)', portArg, 7070)
     .option(
       '--cell-bytes <n>',
       'bytes of every unit on the wire: 512, 1024 or 1200 (must match the gateways)',

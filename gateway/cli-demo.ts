@@ -1,6 +1,6 @@
 // The CLI's `demo` command: the whole system on one box, see gateway/demo.ts.
 import { type Command, InvalidArgumentError, Option } from 'commander'
-import { wholeNumberArg } from './cli-args.ts'
+import { portArg, wholeNumberArg } from './cli-args.ts'
 import { closeOnSignals } from './cli-signals.ts'
 
 interface DemoFlags {
@@ -40,27 +40,10 @@ export function addDemoCommand(program: Command): void {
     .option('--cloud-data <dir>', "the cloud receiver's data directory (default .taureau-cloud)")
     .option('--config <file>', 'YAML config file for the gateway (env TAUREAU_CONFIG)')
     .option('--host <address>', 'address the gateway listens on (env TAUREAU_HOST; default 0.0.0.0)')
-    .option(
-      '--mqtt-port <port>',
-      'MQTT/TCP port, 0 for any (default 1883)',
-      wholeNumberArg(0, 65_535, 'port'),
-    )
-    .option(
-      '--ws-port <port>',
-      'MQTT/WebSocket port, 0 for any (default 8083)',
-      wholeNumberArg(0, 65_535, 'port'),
-    )
-    .option(
-      '--http-port <port>',
-      'API and UI port, 0 for any (default 8080)',
-      wholeNumberArg(0, 65_535, 'port'),
-    )
-    .option(
-      '--cloud-port <port>',
-      "the receiver's port on 127.0.0.1, 0 for any",
-      wholeNumberArg(0, 65_535, 'port'),
-      7070,
-    )
+    .option('--mqtt-port <port>', 'MQTT/TCP port, 0 for any (default 1883)', portArg)
+    .option('--ws-port <port>', 'MQTT/WebSocket port, 0 for any (default 8083)', portArg)
+    .option('--http-port <port>', 'API and UI port, 0 for any (default 8080)', portArg)
+    .option('--cloud-port <port>', "the receiver's port on 127.0.0.1, 0 for any", portArg, 7070)
     .option('--devices <n>', 'simulated devices, 0 for none', wholeNumberArg(0, 10_000, 'devices'), 20)
     .option('--rate <hz>', 'readings per second of each device', rateArg, 1)
     .option('--interval <s>', 'seconds between status lines', wholeNumberArg(1, 3600, 'interval'), 10)

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import packageJson from '../package.json' with { type: 'json' }
 import { ApiError, type ApiTarget, callApi, followEvents, resolveApiTarget } from './api-client.ts'
+import { portArg } from './cli-args.ts'
 import { addCloudCommands } from './cli-cloud.ts'
 import { addDemoCommand } from './cli-demo.ts'
 import { addDoctorCommands } from './cli-doctor.ts'
@@ -22,11 +23,6 @@ program
   .enablePositionalOptions()
   .showHelpAfterError()
 
-const portArg = (value: string): number => {
-  if (!/^\d+$/.test(value) || Number(value) > 65_535)
-    throw new InvalidArgumentError('must be a port number 0-65535')
-  return Number(value)
-}
 const countArg = (value: string): number => {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number')
   return Number(value)
