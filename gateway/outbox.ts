@@ -2,11 +2,11 @@ import { randomBytes, randomFillSync } from 'node:crypto'
 import { chmodSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import type Database from 'better-sqlite3'
-import sodium from 'libsodium-wrappers'
-import { createSecretFile, fileExists } from '../sync/index.ts'
+import { createSecretFile, fileExists } from '../sync/identity.ts'
 import type { Quotas } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError, quote } from './errors.ts'
 import type { OutboxDropReason, OutboxFigures, OutboxMetrics } from './metrics.ts'
+import { XCHACHA_NONCE_BYTES, XCHACHA_TAG_BYTES, xchachaOpen, xchachaSeal } from './xchacha.ts'
 
 /** Name of the outbox key file inside the data dir (32 raw bytes, mode 0600). */
 export const OUTBOX_KEY_FILE = 'outbox.key'
@@ -216,8 +216,8 @@ interface DropRow {
   at: number
 }
 
-const NONCE_BYTES = 24
-const TAG_BYTES = 16
+const NONCE_BYTES = XCHACHA_NONCE_BYTES
+const TAG_BYTES = XCHACHA_TAG_BYTES
 const NONCE_POOL = 256
 const EMPTY_USAGE: UsageRow = {
   bytes: 0,
@@ -232,15 +232,11 @@ const DROP_COLUMN = {
   ttl: 'dropped_ttl',
 } as const satisfies Record<OutboxDropReason, keyof UsageRow>
 
-/**
- * Creates the outbox on the store's database. Async because libsodium's WebAssembly must be ready
- * before the first seal.
- */
+/** Creates the outbox on the store's database. */
 export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   if (options.key.length !== OUTBOX_KEY_BYTES) {
     throw new RangeError(`Cannot create the outbox as its key has ${options.key.length} bytes, not 32`)
   }
-  await sodium.ready
   const { db, quotasOf } = options
   const now = options.now ?? Date.now
   const auditRecords = options.auditRecords ?? OUTBOX_AUDIT_RECORDS
@@ -347,8 +343,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   const additionalData = (tenantId: string, stream: string, fn: string): string =>
     JSON.stringify(['taureau-outbox-v1', tenantId, stream, fn])
 
-  // Nonces come from the OS CSPRNG a pool at a time: libsodium-wrappers' randombytes_buf costs
-  // about 200 us a call on Node (measured), 25 times the seal itself.
+  // Nonces come from the OS CSPRNG a pool at a time, not a system call per record.
   const noncePool = Buffer.alloc(NONCE_BYTES * NONCE_POOL)
   let nonceAt = noncePool.length
   const seal = (plaintext: Uint8Array, ad: string): Buffer => {
@@ -358,7 +353,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     }
     const nonce = noncePool.subarray(nonceAt, nonceAt + NONCE_BYTES)
     nonceAt += NONCE_BYTES
-    const ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key)
+    const ciphertext = xchachaSeal(plaintext, Buffer.from(ad), nonce, key)
     const sealed = Buffer.allocUnsafe(NONCE_BYTES + ciphertext.length)
     sealed.set(nonce, 0)
     sealed.set(ciphertext, NONCE_BYTES)
@@ -372,10 +367,9 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
     }
     let plaintext: Uint8Array
     try {
-      plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        null,
+      plaintext = xchachaOpen(
         row.sealed.subarray(NONCE_BYTES),
-        additionalData(row.tenant_id, row.stream, row.function),
+        Buffer.from(additionalData(row.tenant_id, row.stream, row.function)),
         row.sealed.subarray(0, NONCE_BYTES),
         key,
       )
@@ -558,7 +552,7 @@ export async function createOutbox(options: OutboxOptions): Promise<Outbox> {
   const close = (): void => {
     if (closed) return
     closed = true
-    sodium.memzero(key)
+    key.fill(0)
     noncePool.fill(0)
   }
 

@@ -20,10 +20,16 @@ import {
   writeFileSync,
 } from 'node:fs'
 import { readdir } from 'node:fs/promises'
-import { dirname, join, relative } from 'node:path'
+import { basename, dirname, join, relative } from 'node:path'
 import { parseArgs } from 'node:util'
-import { BUNDLE_DIR, buildGateway } from './build.ts'
-import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from './runtime-settings.ts'
+import { BUNDLE_DIR, buildGateway, QUICKJS_WASM_FILE, THIRD_PARTY_LICENSES } from './build.ts'
+import {
+  JEMALLOC_CONF,
+  JEMALLOC_PACKAGE,
+  jemallocLibrary,
+  RUNTIME_ENV,
+  RUNTIME_NODE_FLAGS,
+} from './runtime-settings.ts'
 
 const ROOT = join(import.meta.dirname, '..')
 export const BUILD_DIR = join(ROOT, '.build')
@@ -147,8 +153,11 @@ function betterSqlite3(arch: DebianArch, runtime: string): string {
   return dir
 }
 
-/** The CLI on the box: the packaged runtime, the bundle, and the runtime settings. */
-export function cliWrapper(): string {
+/**
+ * The CLI on the box: the packaged runtime, the bundle, and the runtime settings, with jemalloc
+ * as the allocator when its library is there (`TAUREAU_JEMALLOC=0` keeps glibc's).
+ */
+export function cliWrapper(arch: DebianArch): string {
   const env = Object.entries(RUNTIME_ENV)
     .map(([name, value]) => `export ${name}="\${${name}:-${value}}"`)
     .join('\n')
@@ -156,7 +165,13 @@ export function cliWrapper(): string {
 # Taureau's CLI on the Node runtime it ships with (see ${INSTALL_PATHS.home}).
 # TAUREAU_HOME points it at another copy of that directory (an unpacked package).
 home="\${TAUREAU_HOME:-${INSTALL_PATHS.home}}"
-# Memory settings for small boxes: fewer glibc arenas, each trimmed (docs/INSTALL.md).
+# Memory settings for small boxes (docs/INSTALL.md): jemalloc, which gives freed memory back to
+# the system, and for glibc's malloc fewer arenas, each trimmed early.
+jemalloc=${jemallocLibrary(ARCHES[arch].node)}
+if [ "\${TAUREAU_JEMALLOC:-1}" != 0 ] && [ -r "$jemalloc" ]; then
+  export LD_PRELOAD="$jemalloc\${LD_PRELOAD:+:$LD_PRELOAD}"
+  export MALLOC_CONF="\${MALLOC_CONF:-${JEMALLOC_CONF}}"
+fi
 ${env}
 exec "$home/node/bin/node" ${RUNTIME_NODE_FLAGS.join(' ')} "$home/app/bin/taureau.mjs" "$@"
 `
@@ -307,7 +322,8 @@ export async function buildPackage(arch: DebianArch, options: { version?: string
   cpSync(join(runtime, 'LICENSE'), join(home, 'node', 'LICENSE'))
   mkdirSync(join(app, 'bin'), { recursive: true })
   for (const file of await readdir(BUNDLE_DIR)) {
-    if (file.endsWith('.mjs')) cpSync(join(BUNDLE_DIR, file), join(app, 'bin', file))
+    if (file.endsWith('.mjs') || file === basename(QUICKJS_WASM_FILE))
+      cpSync(join(BUNDLE_DIR, file), join(app, 'bin', file))
   }
   cpSync(join(ROOT, 'ui', 'dist'), join(app, 'ui', 'dist'), { recursive: true })
   cpSync(join(ROOT, 'firmware-sim', 'demo'), join(app, 'firmware-sim', 'demo'), { recursive: true })
@@ -330,7 +346,7 @@ export async function buildPackage(arch: DebianArch, options: { version?: string
     cpSync(join(ROOT, 'node_modules', name), join(modules, name), { recursive: true })
   }
 
-  writeExecutable(join(stage, INSTALL_PATHS.cli), cliWrapper())
+  writeExecutable(join(stage, INSTALL_PATHS.cli), cliWrapper(arch))
   mkdirSync(dirname(join(stage, INSTALL_PATHS.config)), { recursive: true })
   writeFileSync(join(stage, INSTALL_PATHS.config), DEFAULT_CONFIG)
   mkdirSync(dirname(join(stage, INSTALL_PATHS.unit)), { recursive: true })
@@ -338,9 +354,16 @@ export async function buildPackage(arch: DebianArch, options: { version?: string
   const doc = join(stage, 'usr', 'share', 'doc', 'taureau')
   mkdirSync(doc, { recursive: true })
   cpSync(join(ROOT, 'docs', 'INSTALL.md'), join(doc, 'INSTALL.md'))
+  cpSync(THIRD_PARTY_LICENSES, join(doc, 'THIRD-PARTY-LICENSES.txt'))
   writeFileSync(
     join(doc, 'copyright'),
-    'Taureau: Apache-2.0.\nThe Node.js runtime in /usr/lib/taureau/node: MIT and others, see its LICENSE.\n',
+    [
+      'Taureau: Apache-2.0.',
+      'The Node.js runtime in /usr/lib/taureau/node: MIT and others, see its LICENSE.',
+      'The npm packages inside /usr/lib/taureau/app/bin: see THIRD-PARTY-LICENSES.txt here.',
+      'better-sqlite3 in /usr/lib/taureau/app/node_modules: MIT, see its LICENSE.',
+      '',
+    ].join('\n'),
   )
 
   const control = join(stage, 'DEBIAN')
@@ -353,7 +376,7 @@ Version: ${version}
 Architecture: ${arch}
 Maintainer: Taureau developers <dev@taureau.invalid>
 Installed-Size: ${installedKiB}
-Depends: libc6 (>= 2.28), libstdc++6 (>= 10), passwd
+Depends: libc6 (>= 2.28), libstdc++6 (>= 10), passwd, ${JEMALLOC_PACKAGE}
 Section: net
 Priority: optional
 Description: edge serverless gateway: MQTT broker, tenant functions, private uplink

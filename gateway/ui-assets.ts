@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { extname, join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { gunzipSync } from 'node:zlib'
 import type { Context, Hono } from 'hono'
 import type { Env } from './api.ts'
 
@@ -21,7 +22,8 @@ const TYPES: Readonly<Record<string, string>> = {
 
 interface Asset {
   type: string
-  raw: Uint8Array<ArrayBuffer>
+  /** Only for files the build did not compress: the others are decompressed for the rare client that takes neither encoding. */
+  raw: Uint8Array<ArrayBuffer> | undefined
   gzip: Uint8Array<ArrayBuffer> | undefined
   brotli: Uint8Array<ArrayBuffer> | undefined
   /** Vite names these by content hash: they never change under one name. */
@@ -58,7 +60,8 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
 
 /**
  * Serves the built UI from memory: every file of `dir` is read once, with the `.br` and `.gz`
- * copies the build made, and each request gets the smallest encoding it accepts. Only files that
+ * copies the build made, and each request gets the smallest encoding it accepts (a file with a
+ * `.gz` copy is held compressed only). Only files that
  * exist at start are served, so no request path ever reaches the file system. Without a build,
  * `/` says how to make one.
  */
@@ -73,7 +76,7 @@ export function mountUi(app: Hono<Env>, dir: string, basePath: string): void {
         ? [asset.brotli, 'br']
         : asset.gzip !== undefined && /\bgzip\b/.test(accepted)
           ? [asset.gzip, 'gzip']
-          : [asset.raw, undefined]
+          : [asset.raw ?? new Uint8Array(gunzipSync(asset.gzip as Uint8Array)), undefined]
     c.header('content-type', asset.type)
     c.header('cache-control', asset.immutable ? 'public, max-age=31536000, immutable' : 'no-cache')
     c.header('vary', 'accept-encoding')
@@ -111,10 +114,11 @@ function loadAssets(dir: string): Map<string, Asset> {
       else if (!entry.endsWith('.gz') && !entry.endsWith('.br')) {
         const path = relative(dir, file).split(sep).join('/')
         const read = (suffix: string) => (existsSync(file + suffix) ? bytes(file + suffix) : undefined)
+        const gzip = read('.gz')
         assets.set(path, {
           type: TYPES[extname(entry)] ?? 'application/octet-stream',
-          raw: bytes(file),
-          gzip: read('.gz'),
+          raw: gzip === undefined ? bytes(file) : undefined,
+          gzip,
           brotli: read('.br'),
           immutable: path.startsWith('assets/'),
         })

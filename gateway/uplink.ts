@@ -1,15 +1,11 @@
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
-import {
-  createUplink,
-  decodeKey,
-  encodeRecordContent,
-  loadIdentity,
-  UPLINK_CLOSING_REASON,
-  type Uplink,
-  type UplinkRecord,
-  unsendable,
-} from '../sync/index.ts'
+// The modules themselves, not sync/index.ts: the gateway's main thread must not load libsodium
+// (about 6 MB), which only the uplink's worker needs.
+import { decodeKey, loadIdentity } from '../sync/identity.ts'
+import { createUplink, type Uplink, type UplinkRecord } from '../sync/uplink.ts'
+import { UPLINK_CLOSING_REASON } from '../sync/uplink-protocol.ts'
+import { encodeRecordContent, unsendable } from '../sync/uplink-record.ts'
 import type { GatewayConfig } from './config.ts'
 import { GATEWAY_ERROR_CODES, GatewayError } from './errors.ts'
 import { type Outbox, OutboxSealError } from './outbox.ts'

@@ -1,6 +1,6 @@
 // The bytes of QuickJS's WebAssembly build. From the sources they are read from the npm package;
-// `npm run build` replaces this module with one that holds them (gateway/build.ts), so that a
-// bundled gateway needs no `.wasm` file beside it.
+// `npm run build` copies the file beside the bundles and replaces this module with one that reads
+// that copy (gateway/build.ts), so that an install needs no node_modules for it.
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 

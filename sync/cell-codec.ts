@@ -24,6 +24,18 @@ export type CellType = (typeof CELL_TYPES)[keyof typeof CELL_TYPES]
 export const CELL_OVERHEAD_BYTES = 17
 /** Wire sizes a cell may have; one is chosen per link. */
 export const CELL_BYTES_CHOICES = [512, 1024, 1200] as const
+/** Cell sizes on the wire a user may choose. */
+export const CELL_SIZES = CELL_BYTES_CHOICES
+export type CellBytes = (typeof CELL_SIZES)[number]
+export const DEFAULT_CELL_BYTES: CellBytes = 1024
+
+/** Checks a configured cell size. */
+export function checkCellBytes(cellBytes: number, what = 'cellBytes'): CellBytes {
+  if (!(CELL_SIZES as readonly number[]).includes(cellBytes)) {
+    throw new RangeError(`Cannot use ${what} ${cellBytes} as cells are ${CELL_SIZES.join(', ')} bytes`)
+  }
+  return cellBytes as CellBytes
+}
 /** Bytes of the inner header: type (1) | flags (1) | len (2, big-endian). */
 export const CELL_HEADER_BYTES = 4
 /** Bytes in front of each record in the DATA stream: seq (8, BE) | length (4, BE). */

@@ -10,7 +10,7 @@ import {
   writeSync,
 } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { generateKeyPair, type KeyPair, publicKeyOf, sodiumReady } from './noise-ik.ts'
+import { generateKeyPair, type KeyPair, publicKeyOf } from './x25519.ts'
 
 /** The file in a data dir (gateway or cloud) that holds its static X25519 secret key, base64, mode 0600. */
 export const IDENTITY_FILE = 'identity.key'
@@ -46,7 +46,6 @@ export function decodeKey(text: string, what: string): Uint8Array {
  * half a key under the real name.
  */
 export async function loadIdentity(dataDir: string): Promise<KeyPair> {
-  await sodiumReady()
   const file = join(dataDir, IDENTITY_FILE)
   if (!fileExists(file)) createSecretFile(file, `${encodeKey(generateKeyPair().secretKey)}\n`)
   const stat = statSync(file)

@@ -13,12 +13,9 @@
  */
 import sodium from 'libsodium-wrappers'
 import { SyncError } from './errors.ts'
+import { generateKeyPair, type KeyPair } from './x25519.ts'
 
-/** An X25519 key pair: 32-byte public key and 32-byte secret scalar. */
-export interface KeyPair {
-  publicKey: Uint8Array
-  secretKey: Uint8Array
-}
+export { generateKeyPair, type KeyPair, publicKeyOf } from './x25519.ts'
 
 /** What a completed handshake yields: one transport key per direction and the handshake hash. */
 export interface HandshakeResult {
@@ -93,20 +90,6 @@ export const MESSAGE2_OVERHEAD = DHLEN + TAGLEN
  */
 export async function sodiumReady(): Promise<void> {
   await sodium.ready
-}
-
-/** Generates a fresh X25519 key pair from the OS CSPRNG. */
-export function generateKeyPair(): KeyPair {
-  _assertReady()
-  const { publicKey, privateKey } = sodium.crypto_box_keypair()
-  return { publicKey, secretKey: privateKey }
-}
-
-/** Derives the X25519 public key of a 32-byte secret key, e.g. one loaded from a config file. */
-export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
-  _assertReady()
-  _assertLength(secretKey, DHLEN, 'the secret key')
-  return sodium.crypto_scalarmult_base(secretKey)
 }
 
 /** Creates the initiator (gateway) side of one `IK` handshake. */

@@ -1,6 +1,6 @@
 import type { Worker } from 'node:worker_threads'
 import { _startWorker } from './_worker.ts'
-import type { KeyPair } from './noise-ik.ts'
+import { type CellBytes, checkCellBytes, DEFAULT_CELL_BYTES } from './cell-codec.ts'
 import { createShaper, type ShaperMode } from './shaper.ts'
 import {
   emptyWireStats,
@@ -9,7 +9,7 @@ import {
   type UplinkWireStats,
   type UplinkWorkerData,
 } from './uplink-protocol.ts'
-import { type CellBytes, checkCellBytes, DEFAULT_CELL_BYTES } from './wire.ts'
+import type { KeyPair } from './x25519.ts'
 
 /** A record for the cloud: the outbox's sequence number and the bytes to deliver. */
 export interface UplinkRecord {

@@ -1,8 +1,10 @@
 import { getRandomValues, randomFillSync } from 'node:crypto'
-import { CELL_BYTES_CHOICES } from './cell-codec.ts'
+import type { CellBytes } from './cell-codec.ts'
 import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
 import { MESSAGE1_OVERHEAD, MESSAGE2_OVERHEAD } from './noise-ik.ts'
 import { STREAM_HEADER_BYTES } from './secret-stream.ts'
+
+export { CELL_SIZES, type CellBytes, checkCellBytes, DEFAULT_CELL_BYTES } from './cell-codec.ts'
 
 // What travels on the uplink's TCP connection, every unit exactly `cellBytes` long:
 //   gateway → cloud: handshake message 1, the gateway's stream header, then cells
@@ -10,10 +12,6 @@ import { STREAM_HEADER_BYTES } from './secret-stream.ts'
 // Handshake messages carry their payload padded with zeros inside the encryption, and stream
 // headers are followed by random bytes, so the first units look like every other unit.
 
-/** Cell sizes on the wire a user may choose (the codec's). */
-export const CELL_SIZES = CELL_BYTES_CHOICES
-export type CellBytes = (typeof CELL_SIZES)[number]
-export const DEFAULT_CELL_BYTES: CellBytes = 1024
 /** The version byte at the start of both handshake payloads. */
 export const PROTOCOL_VERSION = 1
 const TIMESTAMP_BYTES = 12
@@ -27,14 +25,6 @@ const TAI64_BASE = 1n << 62n
 export function secureRandom(): number {
   const [high, low] = getRandomValues(new Uint32Array(2)) as unknown as [number, number]
   return (high * 2 ** 21 + (low >>> 11)) / 2 ** 53
-}
-
-/** Checks a configured cell size. */
-export function checkCellBytes(cellBytes: number, what = 'cellBytes'): CellBytes {
-  if (!(CELL_SIZES as readonly number[]).includes(cellBytes)) {
-    throw new RangeError(`Cannot use ${what} ${cellBytes} as cells are ${CELL_SIZES.join(', ')} bytes`)
-  }
-  return cellBytes as CellBytes
 }
 
 /** Binds the protocol and the cell size into the handshake: a peer with other settings fails it. */

@@ -21,6 +21,7 @@ import {
 import { type ApiTarget, callApi } from '../../gateway/api-client.ts'
 import { buildGateway, CLI_BUNDLE } from '../../gateway/build.ts'
 import { DEMO_TENANT, deploySampleFunctions } from '../../gateway/demo.ts'
+import { RUNTIME_NODE_FLAGS, runtimeEnvironment } from '../../gateway/runtime-settings.ts'
 import { type CloudRecord, createSqliteCloudStore } from '../../sync/index.ts'
 import { type GatewayProcess, spawnGateway } from '../helpers/gateway-process.ts'
 import { startBareAedes } from './_bare-aedes.ts'
@@ -269,9 +270,13 @@ async function main(): Promise<void> {
     for (const child of children) child.kill('SIGKILL')
   })
 
-  // The gateway and the receiver run as on a box: the bundle, no TypeScript compiler loaded.
+  // The gateway and the receiver run as on a box: the bundle, no TypeScript compiler loaded, with
+  // the Node options, allocator and malloc settings of the package's /usr/bin/taureau. Every child
+  // inherits the allocator and its settings, the peer too.
   await buildGateway()
-  const command: [string, ...string[]] = [process.execPath, CLI_BUNDLE]
+  const runtime = runtimeEnvironment()
+  Object.assign(process.env, runtime.env)
+  const command: [string, ...string[]] = [process.execPath, ...RUNTIME_NODE_FLAGS, CLI_BUNDLE]
   const cloud = await startCloudProcess({ command, cloudDir, gatewayDir, name: 'bench-site' })
   children.push(cloud.child)
   const configFile = join(root, 'gateway.yaml')
@@ -546,6 +551,11 @@ async function main(): Promise<void> {
   const notes = [
     `Provisioning ${devices.length} devices through the API took ${provisionSeconds.toFixed(1)} s (one Argon2id hash each, default cost).`,
     'The fleet runs in the benchmark process (one mqtt.js connection per device); the gateway and the cloud receiver (their bundle, `npm run build`) and bare aedes each run in their own process. CPU and RSS are read from /proc for the whole broker process (all threads).',
+    `Every process runs with the package's runtime settings (gateway/runtime-settings.ts): node ${RUNTIME_NODE_FLAGS.join(' ')}, ${
+      runtime.jemalloc === undefined
+        ? "glibc's malloc (jemalloc is not installed here)"
+        : `jemalloc with MALLOC_CONF=${runtime.env.MALLOC_CONF}`
+    }.`,
   ]
   if (!drainedFleet || !drainedMax)
     notes.push('The outbox did not drain within 120 s after a run: the cloud latencies miss records.')

@@ -379,6 +379,12 @@ describe('serving the UI', () => {
       expect(index.headers.get('content-type')).toMatch(/text\/html/)
       expect(index.headers.get('content-encoding')).toBe('gzip')
       expect(await index.text()).toContain('<title>Taureau</title>')
+      // Held gzipped only: a client that takes no encoding gets it decompressed.
+      const plain = await fetch(`${gw.addresses.httpUrl}/`, { headers: { 'accept-encoding': 'identity' } })
+      expect(plain.headers.get('content-encoding')).toBeNull()
+      expect(await plain.text()).toBe(
+        '<!doctype html><title>Taureau</title><script type="module" src="./assets/app-1.js"></script>',
+      )
       const csp = index.headers.get('content-security-policy') ?? ''
       expect(csp).toContain("script-src 'self'")
       expect(csp).not.toContain('unsafe-eval')

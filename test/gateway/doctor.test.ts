@@ -9,6 +9,7 @@ import { type ConfigLayer, loadConfig } from '../../gateway/config.ts'
 import {
   CLOCK_LOWER_BOUND_MS,
   checkAddon,
+  checkAllocator,
   checkClock,
   checkConfig,
   checkDataDir,
@@ -73,6 +74,41 @@ async function cli(args: string[]): Promise<{ code: number | null; stdout: strin
   const [code] = (await once(child, 'close')) as [number | null]
   return { code, stdout, stderr }
 }
+
+describe('checkAllocator()', () => {
+  const glibcMaps = '7f0000000000-7f0000020000 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6\n'
+  const jemallocMaps = `${glibcMaps}7f1000000000-7f1000010000 r-xp 00000000 08:01 43 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n`
+
+  test('passes a process with jemalloc loaded, with its settings', () => {
+    expect(
+      checkAllocator({ maps: jemallocMaps, platform: 'linux', env: { MALLOC_CONF: 'narenas:1' } }),
+    ).toEqual({
+      name: 'allocator',
+      status: 'ok',
+      finding: 'jemalloc, MALLOC_CONF=narenas:1',
+    })
+    expect(checkAllocator({ maps: jemallocMaps, platform: 'linux', env: {} }).finding).toBe(
+      'jemalloc, its default settings',
+    )
+  })
+
+  test("warns on glibc's malloc and names the package and the library for the architecture", () => {
+    const result = checkAllocator({ maps: glibcMaps, platform: 'linux', arch: 'arm64' })
+    expect(result.status).toBe('warn')
+    expect(result.fix).toContain('libjemalloc2')
+    expect(result.fix).toContain('/usr/lib/aarch64-linux-gnu/libjemalloc.so.2')
+  })
+
+  test('does not judge other systems or architectures Debian has no jemalloc path for here', () => {
+    expect(checkAllocator({ maps: glibcMaps, platform: 'darwin' }).status).toBe('ok')
+    expect(checkAllocator({ maps: glibcMaps, platform: 'linux', arch: 'riscv64' }).status).toBe('ok')
+  })
+
+  test('reads this process by default', () => {
+    expect(['ok', 'warn']).toContain(checkAllocator().status)
+    expect(checkAllocator().finding).toMatch(/jemalloc|glibc/)
+  })
+})
 
 describe('checkRuntime()', () => {
   test('passes the running Node.js and names its path and arch', () => {
@@ -324,13 +360,14 @@ describe('runDoctor()', () => {
     expect(results.map((result) => [result.name, result.status])).toEqual([
       ['runtime', 'ok'],
       ['addon', 'ok'],
+      ['allocator', expect.stringMatching(/^(ok|warn)$/)],
       ['config', 'fail'],
       ['data dir', 'warn'],
       ['ports', 'warn'],
       ['clock', expect.stringMatching(/^(ok|warn)$/)],
       ['disk space', 'warn'],
     ])
-    expect(results[3]?.finding).toBe('not checked as the config does not load')
+    expect(results[4]?.finding).toBe('not checked as the config does not load')
   })
 })
 
@@ -353,7 +390,7 @@ describe('taureau doctor (CLI)', () => {
       `FAIL  ports       port ${held.port} (mqtt.port) on 127.0.0.1 is in use by another program`,
     )
     expect(stdout).toMatch(/\n {18}fix: stop that program .* or set mqtt\.port in the config/)
-    expect(lines.at(-1)).toMatch(/^7 checks: \d ok, \d warnings?, 1 failed$/)
+    expect(lines.at(-1)).toMatch(/^8 checks: \d ok, \d warnings?, 1 failed$/)
   })
 
   test('--json prints the results and exits 0 when nothing fails', async () => {
@@ -365,6 +402,7 @@ describe('taureau doctor (CLI)', () => {
     expect(results.map((result) => result.name)).toEqual([
       'runtime',
       'addon',
+      'allocator',
       'config',
       'data dir',
       'ports',
@@ -372,7 +410,7 @@ describe('taureau doctor (CLI)', () => {
       'disk space',
     ])
     expect(results.filter((result) => result.status === 'fail')).toEqual([])
-    expect(results[4]).toEqual({
+    expect(results[5]).toEqual({
       name: 'ports',
       status: 'ok',
       finding: 'every port is 0: the system picks free ones',

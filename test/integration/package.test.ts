@@ -23,7 +23,12 @@ import {
   PACKAGED_NODE_VERSION,
   SYSTEMD_UNIT,
 } from '../../gateway/package.ts'
-import { RUNTIME_NODE_FLAGS } from '../../gateway/runtime-settings.ts'
+import {
+  JEMALLOC_CONF,
+  JEMALLOC_PACKAGE,
+  jemallocLibrary,
+  RUNTIME_NODE_FLAGS,
+} from '../../gateway/runtime-settings.ts'
 import { type CloudRecord, createSqliteCloudStore, encodeKey, loadIdentity } from '../../sync/index.ts'
 import { firstLine, stopChild } from '../bench/_child.ts'
 import { startCloudProcess } from '../bench/_cloud.ts'
@@ -165,10 +170,21 @@ describe.each(['amd64', 'arm64'] as DebianArch[])('the %s package', (arch) => {
     expect(
       elfMachine(`${INSTALL_PATHS.home}/app/node_modules/better-sqlite3/build/Release/better_sqlite3.node`),
     ).toBe(machine)
-    // No loose WebAssembly: QuickJS is inside the sandbox worker's bundle.
+    // One WebAssembly file, QuickJS's, beside the bundles and their chunks.
     const listing = execFileSync('dpkg-deb', ['-c', deb], { encoding: 'utf8' })
-    expect(listing).not.toMatch(/\.wasm$/m)
+    expect(listing.match(/\S+\.wasm$/gm)).toEqual([`.${INSTALL_PATHS.home}/app/bin/quickjs.wasm`])
+    expect(listing).toMatch(new RegExp(`\\.${INSTALL_PATHS.home}/app/bin/chunk-\\w+\\.mjs$`, 'm'))
     expect(listing).toContain(`.${INSTALL_PATHS.home}/app/ui/dist/index.html`)
+    // The bundled npm packages' licences ship with it.
+    const licenses = readFileSync(file('usr/share/doc/taureau/THIRD-PARTY-LICENSES.txt'), 'utf8')
+    for (const name of ['aedes', 'hono', 'libsodium-wrappers', 'quickjs-emscripten', 'zod']) {
+      expect(licenses).toMatch(new RegExp(`^${name} \\d+\\.\\d+\\.\\d+ \\(`, 'm'))
+    }
+    // jemalloc: a dependency, preloaded by the wrapper from the architecture's library directory.
+    expect(fields).toMatch(new RegExp(`^Depends: .*\\b${JEMALLOC_PACKAGE}\\b`, 'm'))
+    const wrapper = readFileSync(file(INSTALL_PATHS.cli), 'utf8')
+    expect(wrapper).toContain(`jemalloc=${jemallocLibrary(arch === 'amd64' ? 'x64' : 'arm64')}`)
+    expect(wrapper).toContain(`MALLOC_CONF:-${JEMALLOC_CONF}`)
   })
 
   it('has a systemd unit that systemd accepts, with a low exposure score', () => {
@@ -213,6 +229,14 @@ describe.each(['amd64', 'arm64'] as DebianArch[])('the %s package', (arch) => {
       expect(checks.get('runtime')?.finding).toContain(`v${PACKAGED_NODE_VERSION}`)
       expect(checks.get('runtime')?.finding).toContain(arch === 'amd64' ? 'x64' : 'arm64')
       expect(checks.get('addon')).toMatchObject({ status: 'ok' })
+      // The wrapper preloads jemalloc (installed here by .ci/prepare); the emulated arm64 runtime
+      // has no arm64 jemalloc in its root.
+      if (arch === 'amd64') {
+        expect(checks.get('allocator')).toMatchObject({
+          status: 'ok',
+          finding: `jemalloc, MALLOC_CONF=${JEMALLOC_CONF}`,
+        })
+      }
       await smoke({ command })
     },
     SMOKE_TIMEOUT_MS,
