@@ -1,6 +1,6 @@
-import { type CELL_TYPES, cellPlaintextBytes, decodeCell, encodeCell } from './cell-codec.ts'
+import { type CELL_TYPES, type CellBytes, cellPlaintextBytes, decodeCell, encodeCell } from './cell-codec.ts'
 import { createOpener, createSealer } from './secret-stream.ts'
-import { type CellBytes, decodeHeaderUnit, encodeHeaderUnit } from './wire.ts'
+import { decodeHeaderUnit, encodeHeaderUnit } from './wire.ts'
 
 export type CellType = (typeof CELL_TYPES)[keyof typeof CELL_TYPES]
 

@@ -1,4 +1,6 @@
 // The private uplink and the cloud receiver: what the gateway and the CLI use of sync/.
+
+export { CELL_SIZES, DEFAULT_CELL_BYTES } from './cell-codec.ts'
 export type {
   CloudGateway,
   CloudRecord,
@@ -39,4 +41,3 @@ export {
 } from './uplink.ts'
 export { UPLINK_CLOSING_REASON } from './uplink-protocol.ts'
 export { encodeRecordContent, type UplinkRecordContent, unsendable } from './uplink-record.ts'
-export { CELL_SIZES, DEFAULT_CELL_BYTES } from './wire.ts'

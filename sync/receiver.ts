@@ -1,5 +1,12 @@
 import { createServer, type Server, type Socket } from 'node:net'
-import { CELL_TYPES, createRecordUnpacker, encodeAcks, seqsToRanges } from './cell-codec.ts'
+import {
+  CELL_TYPES,
+  checkCellBytes,
+  createRecordUnpacker,
+  DEFAULT_CELL_BYTES,
+  encodeAcks,
+  seqsToRanges,
+} from './cell-codec.ts'
 import { type CellSession, createCellSession } from './cell-session.ts'
 import type { CloudStore, IncomingRecord } from './cloud-store.ts'
 import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
@@ -8,9 +15,7 @@ import { createResponder, type KeyPair, sodiumReady } from './noise-ik.ts'
 import { createShaper, type ShaperClock, type ShaperMode } from './shaper.ts'
 import { decodeRecordContent, MAX_RECORD_CONTENT_BYTES } from './uplink-record.ts'
 import {
-  checkCellBytes,
   createUnitReader,
-  DEFAULT_CELL_BYTES,
   decodeMessage1Payload,
   encodeMessage2Payload,
   prologueOf,

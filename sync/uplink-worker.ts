@@ -4,7 +4,13 @@
 import { randomInt } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import { parentPort, workerData } from 'node:worker_threads'
-import { CELL_HEADER_BYTES, CELL_TYPES, createRecordPacker, decodeAcks } from './cell-codec.ts'
+import {
+  CELL_HEADER_BYTES,
+  CELL_TYPES,
+  checkCellBytes,
+  createRecordPacker,
+  decodeAcks,
+} from './cell-codec.ts'
 import { type CellSession, createCellSession } from './cell-session.ts'
 import { createInitiator, sodiumReady } from './noise-ik.ts'
 import { createShaper, type ShaperClock } from './shaper.ts'
@@ -17,7 +23,6 @@ import {
   type UplinkWorkerData,
 } from './uplink-protocol.ts'
 import {
-  checkCellBytes,
   checkMessage2Payload,
   createHandshakeClock,
   createUnitReader,

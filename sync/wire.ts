@@ -4,8 +4,6 @@ import { SYNC_ERROR_CODES, SyncError } from './errors.ts'
 import { MESSAGE1_OVERHEAD, MESSAGE2_OVERHEAD } from './noise-ik.ts'
 import { STREAM_HEADER_BYTES } from './secret-stream.ts'
 
-export { CELL_SIZES, type CellBytes, checkCellBytes, DEFAULT_CELL_BYTES } from './cell-codec.ts'
-
 // What travels on the uplink's TCP connection, every unit exactly `cellBytes` long:
 //   gateway → cloud: handshake message 1, the gateway's stream header, then cells
 //   cloud → gateway: handshake message 2, the cloud's stream header, then cells

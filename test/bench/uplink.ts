@@ -26,6 +26,8 @@ import mqtt, { type MqttClient } from 'mqtt'
 import {
   CELL_HEADER_BYTES,
   CELL_TYPES,
+  type CellBytes,
+  checkCellBytes,
   createRecordPacker,
   createRecordUnpacker,
 } from '../../sync/cell-codec.ts'
@@ -43,7 +45,6 @@ import {
 } from '../../sync/index.ts'
 import { sodiumReady } from '../../sync/noise-ik.ts'
 import { STREAM_OVERHEAD_BYTES } from '../../sync/secret-stream.ts'
-import { type CellBytes, checkCellBytes } from '../../sync/wire.ts'
 import { formatNumber, plural, sectionSummary } from './_markdown.ts'
 import { byMode } from './_quick.ts'
 import { type BenchFigure, type BenchPlot, type BenchSection, cdfPoints, writeSection } from './_section.ts'
